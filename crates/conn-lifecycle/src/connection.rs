@@ -1,0 +1,326 @@
+//! Per-connection state, shared by the IO wrapper, the in-flight layer and the task that
+//! owns the connection.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, Instant};
+
+use crate::close::{self, Abort, CloseReport};
+use crate::in_flight::InFlightLayer;
+use crate::io::{ReturnedIo, TrackedIo};
+use crate::lifecycle::Lifecycle;
+use crate::policy::unit_jitter;
+use crate::reason::{CloseOutcome, CloseReason};
+
+/// One connection's state: requests in flight and served, last activity, age, and whether
+/// and why it is closing.
+///
+/// Cloning is cheap and shares the state; the IO wrapper ([`Connection::wrap_io`]), the
+/// layer ([`Connection::layer`]) and the task that owns the connection each hold a clone.
+/// Reading or updating it takes no lock.
+#[derive(Clone)]
+pub struct Connection {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    id: u64,
+    opened: Instant,
+    lifecycle: Lifecycle,
+    /// The drain epoch when the connection opened; a later one means "drain".
+    drain_epoch: u64,
+    /// Absolute max-age deadline, jitter applied.
+    max_age_at: Option<Instant>,
+    in_flight: AtomicU64,
+    requests: AtomicU64,
+    /// Milliseconds from `opened` to the last byte read or written, or the last response end.
+    last_activity_ms: AtomicU64,
+    /// Zero while open; otherwise the closing reason's index plus one.
+    closing: AtomicU8,
+    closed: AtomicBool,
+    drain_requested: AtomicBool,
+    /// Set when a response framed by the end of the connection was dropped before its end.
+    cut_close_delimited: AtomicBool,
+    /// Wakes the close trigger on rare events only (drain, last request), never per request.
+    events: Notify,
+}
+
+impl Connection {
+    pub(crate) fn new(id: u64, lifecycle: Lifecycle) -> Self {
+        let opened = Instant::now();
+        let policy = lifecycle.policy();
+        let max_age_at = policy.max_age().map(|age| {
+            let jitter = policy.max_age_jitter().mul_f64(unit_jitter(id));
+            opened + age.saturating_sub(jitter)
+        });
+        let drain_epoch = *lifecycle.drain_epoch().borrow();
+        Connection {
+            shared: Arc::new(Shared {
+                id,
+                opened,
+                drain_epoch,
+                max_age_at,
+                lifecycle,
+                in_flight: AtomicU64::new(0),
+                requests: AtomicU64::new(0),
+                last_activity_ms: AtomicU64::new(0),
+                closing: AtomicU8::new(0),
+                closed: AtomicBool::new(false),
+                drain_requested: AtomicBool::new(false),
+                cut_close_delimited: AtomicBool::new(false),
+                events: Notify::new(),
+            }),
+        }
+    }
+
+    /// A number that identifies this connection within its [`Lifecycle`], for logs.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// How long ago the connection opened.
+    pub fn age(&self) -> Duration {
+        self.shared.opened.elapsed()
+    }
+
+    /// How long since a byte was last read or written, or a response last finished.
+    pub fn idle_for(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.shared.last_activity())
+    }
+
+    /// Requests in flight: received by the service, with a response body not yet dropped.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Relaxed)
+    }
+
+    /// Requests received on this connection so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Relaxed)
+    }
+
+    /// Why the connection is closing, once it is.
+    pub fn closing_reason(&self) -> Option<CloseReason> {
+        match self.shared.closing.load(Relaxed) {
+            0 => None,
+            n => CloseReason::from_index(usize::from(n) - 1),
+        }
+    }
+
+    /// The lifecycle this connection belongs to.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.shared.lifecycle
+    }
+
+    /// Asks this connection to close gracefully, with [`CloseReason::Drain`].
+    ///
+    /// [`Connection::close_trigger`] resolves soon after; the task that owns the connection
+    /// does the rest.
+    pub fn drain(&self) {
+        self.shared.drain_requested.store(true, Relaxed);
+        self.shared.events.notify_one();
+    }
+
+    /// Marks the connection as closing for `reason`. Returns false, and changes nothing, if
+    /// it was already closing: the first reason is the one that counts.
+    pub fn start_closing(&self, reason: CloseReason) -> bool {
+        let code = (reason.index() + 1) as u8;
+        if self.shared.closing.compare_exchange(0, code, Relaxed, Relaxed).is_err() {
+            return false;
+        }
+        self.lifecycle().counters().closing();
+        tracing::debug!(
+            reason = %reason,
+            in_flight = self.in_flight(),
+            requests = self.requests(),
+            "connection closing"
+        );
+        true
+    }
+
+    /// Wraps the connection's stream so that reads and writes count as activity and the
+    /// stream comes back when the wrapper is dropped. See [`TrackedIo`].
+    pub fn wrap_io<T>(&self, io: T) -> (TrackedIo<T>, ReturnedIo<T>) {
+        TrackedIo::new(io, self.clone())
+    }
+
+    /// A tower layer that counts this connection's requests in flight. See [`InFlightLayer`].
+    pub fn layer(&self) -> InFlightLayer {
+        InFlightLayer::new(self.clone())
+    }
+
+    /// Resolves with the reason once the policy says this connection should close.
+    ///
+    /// The triggers, first match wins: server shutdown, a drain (of this connection or of all),
+    /// the last allowed request received, max age reached, and idle (no request in flight and
+    /// no activity for the idle timeout, counted from the open for a connection that never
+    /// sent anything). It sleeps between deadlines and is woken only by rare events, so an
+    /// armed idle timer costs nothing while nothing happens. Cancel-safe: dropping it and
+    /// calling it again loses nothing.
+    pub async fn close_trigger(&self) -> CloseReason {
+        let s = &*self.shared;
+        let policy = s.lifecycle.policy();
+        let shutdown = s.lifecycle.shutdown_token();
+        let mut drain_epoch = s.lifecycle.drain_epoch();
+        let max_requests = policy.max_requests().map(|max| max.max(1));
+
+        loop {
+            if shutdown.is_cancelled() {
+                return CloseReason::Shutdown;
+            }
+            if s.drain_requested.load(Relaxed) || *drain_epoch.borrow_and_update() != s.drain_epoch
+            {
+                return CloseReason::Drain;
+            }
+            if max_requests.is_some_and(|max| self.requests() >= max) {
+                return CloseReason::MaxRequests;
+            }
+            let now = Instant::now();
+            if s.max_age_at.is_some_and(|at| at <= now) {
+                return CloseReason::MaxAge;
+            }
+            let idle_at = policy.idle_timeout().map(|timeout| {
+                // A busy connection is not idle; look again one timeout from now.
+                let from = if self.in_flight() > 0 { now } else { s.last_activity() };
+                from + timeout
+            });
+            if idle_at.is_some_and(|at| at <= now) {
+                return CloseReason::Idle;
+            }
+
+            let wake_at = match (idle_at, s.max_age_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                changed = drain_epoch.changed() => {
+                    if changed.is_err() {
+                        // The lifecycle is gone; only the other triggers remain.
+                        std::future::pending::<()>().await;
+                    }
+                }
+                _ = s.events.notified() => {}
+                _ = sleep_until(wake_at.unwrap_or(now)), if wake_at.is_some() => {}
+            }
+        }
+    }
+
+    /// Whether a response framed by the end of the connection was cut before its end.
+    ///
+    /// Such a response (HTTP/1.0, or HTTP/1.1 without length or chunking) has no framing of
+    /// its own: if the connection then ended with close_notify, the client would take the
+    /// truncated body for a complete one. [`Connection::close`] closes abortively instead.
+    pub fn cut_close_delimited(&self) -> bool {
+        self.shared.cut_close_delimited.load(Relaxed)
+    }
+
+    /// Closes `stream` by the policy's close sequence, bounded by `deadline` too if given,
+    /// then counts and logs the close.
+    ///
+    /// `reason` is used only if the connection was not already closing. The close is
+    /// abortive, not clean, when [`Connection::cut_close_delimited`] says a clean one would
+    /// lie.
+    pub async fn close<S>(
+        &self,
+        stream: S,
+        reason: CloseReason,
+        deadline: Option<Instant>,
+    ) -> CloseReport
+    where
+        S: AsyncRead + AsyncWrite + Abort + Unpin,
+    {
+        self.start_closing(reason);
+        let report = if self.cut_close_delimited() {
+            close::abort(stream)
+        } else {
+            let sequence = self.lifecycle().policy().close();
+            sequence.run_until(stream, deadline).await
+        };
+        self.record_close(report);
+        report
+    }
+
+    /// Counts and logs a close that ran outside [`Connection::close`]: a close sequence of
+    /// your own, or a handshake that failed. Only the first record counts.
+    pub fn record_close(&self, report: CloseReport) {
+        if self.shared.closed.swap(true, Relaxed) {
+            return;
+        }
+        let was_closing = self.closing_reason().is_some();
+        let reason = self.closing_reason().unwrap_or(CloseReason::PeerClosed);
+        self.lifecycle().counters().closed(reason, report.outcome, was_closing);
+        tracing::debug!(
+            reason = %reason,
+            outcome = %report.outcome,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            discarded = report.discarded,
+            requests = self.requests(),
+            "connection closed"
+        );
+    }
+
+    pub(crate) fn request_started(&self) {
+        let s = &*self.shared;
+        let requests = s.requests.fetch_add(1, Relaxed) + 1;
+        s.in_flight.fetch_add(1, Relaxed);
+        s.lifecycle.counters().request_started();
+        // Wake the trigger once, on the last allowed request, so that its response can still
+        // carry `Connection: close`.
+        if s.lifecycle.policy().max_requests().map(|max| max.max(1)) == Some(requests) {
+            s.events.notify_one();
+        }
+    }
+
+    pub(crate) fn request_finished(&self, cut_close_delimited: bool) {
+        let s = &*self.shared;
+        s.touch();
+        s.in_flight.fetch_sub(1, Relaxed);
+        s.lifecycle.counters().request_finished();
+        if cut_close_delimited {
+            s.cut_close_delimited.store(true, Relaxed);
+        }
+    }
+}
+
+impl Shared {
+    /// Records activity now. Called on every read and write: one clock read and one store.
+    pub(crate) fn touch(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_activity_ms.store(ms, Relaxed);
+    }
+
+    fn last_activity(&self) -> Instant {
+        self.opened + Duration::from_millis(self.last_activity_ms.load(Relaxed))
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if !self.closed.load(Relaxed) {
+            let was_closing = self.closing.load(Relaxed) != 0;
+            let reason = match self.closing.load(Relaxed) {
+                0 => CloseReason::PeerClosed,
+                n => CloseReason::from_index(usize::from(n) - 1).unwrap_or(CloseReason::Error),
+            };
+            let stats = self.lifecycle.counters();
+            stats.closed(reason, CloseOutcome::Dropped, was_closing);
+        }
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id())
+            .field("age", &self.age())
+            .field("in_flight", &self.in_flight())
+            .field("requests", &self.requests())
+            .field("closing_reason", &self.closing_reason())
+            .finish()
+    }
+}

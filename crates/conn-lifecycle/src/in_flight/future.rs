@@ -1,0 +1,57 @@
+//! The response future of [`InFlight`](super::InFlight).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use super::body::RequestGuard;
+use super::InFlightBody;
+
+pin_project! {
+    /// Resolves with the inner service's response, its body wrapped in an [`InFlightBody`]
+    /// that keeps the request in flight.
+    ///
+    /// Dropping this future before it resolves releases the request.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<RequestGuard>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, guard: RequestGuard) -> Self {
+        ResponseFuture {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
+{
+    type Output = Result<Response<InFlightBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let guard = this
+            .guard
+            .take()
+            .expect("ResponseFuture polled after it resolved (a bug in the caller)");
+        Poll::Ready(Ok(response.map(|body| InFlightBody::new(body, guard))))
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
