@@ -1,0 +1,179 @@
+//! Each close trigger fires at the right time, on paused tokio time.
+
+use std::time::Duration;
+
+use conn_lifecycle::{CloseReason, Lifecycle, Policy};
+use tokio::io::AsyncWriteExt;
+use tokio::time::{advance, timeout, Instant};
+
+fn lifecycle(policy: Policy) -> Lifecycle {
+    Lifecycle::new(policy)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+// A connection that never sends anything is idle from the moment it opens.
+#[tokio::test(start_paused = true)]
+async fn idle_fires_for_a_silent_connection() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(SECOND * 5).build());
+    let conn = lifecycle.connection();
+    let start = Instant::now();
+
+    assert_eq!(conn.close_trigger().await, CloseReason::Idle);
+    assert_eq!(start.elapsed(), SECOND * 5);
+}
+
+// Bytes moving through the IO wrapper push the idle deadline back.
+#[tokio::test(start_paused = true)]
+async fn activity_resets_the_idle_timer() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(SECOND * 5).build());
+    let conn = lifecycle.connection();
+    let (client, server) = tokio::io::duplex(1024);
+    let (mut io, _returned) = conn.wrap_io(server);
+    let start = Instant::now();
+
+    let trigger = conn.close_trigger();
+    tokio::pin!(trigger);
+    assert!(timeout(SECOND * 4, &mut trigger).await.is_err());
+    io.write_all(b"x").await.unwrap();
+
+    assert_eq!(trigger.await, CloseReason::Idle);
+    assert_eq!(start.elapsed(), SECOND * 9);
+    drop(client);
+}
+
+// A request in flight (a response still streaming) is not idle, however long it takes.
+#[tokio::test(start_paused = true)]
+async fn in_flight_request_is_not_idle() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(SECOND).build());
+    let conn = lifecycle.connection();
+    let mut service = tower::ServiceBuilder::new()
+        .layer(conn.layer())
+        .service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        });
+    let response = tower::ServiceExt::oneshot(&mut service, http::Request::new(()))
+        .await
+        .unwrap();
+
+    assert!(timeout(SECOND * 30, conn.close_trigger()).await.is_err());
+    let released = Instant::now();
+    drop(response);
+
+    assert_eq!(conn.close_trigger().await, CloseReason::Idle);
+    assert_eq!(released.elapsed(), SECOND);
+}
+
+// Max age fires between age - jitter and age.
+#[tokio::test(start_paused = true)]
+async fn max_age_fires_within_its_jitter() {
+    let policy = Policy::builder()
+        .idle_timeout(None)
+        .max_age(SECOND * 100)
+        .max_age_jitter(SECOND * 20)
+        .build();
+    let lifecycle = lifecycle(policy);
+    let mut ages = Vec::new();
+    for _ in 0..20 {
+        let conn = lifecycle.connection();
+        let start = Instant::now();
+        assert_eq!(conn.close_trigger().await, CloseReason::MaxAge);
+        ages.push(start.elapsed());
+    }
+
+    assert!(ages.iter().all(|age| *age >= SECOND * 80 && *age <= SECOND * 100));
+    ages.dedup();
+    assert!(ages.len() > 1, "jitter spreads the ages: {ages:?}");
+}
+
+// The last allowed request fires the trigger at once, while its response is in flight.
+#[tokio::test(start_paused = true)]
+async fn max_requests_fires_on_the_last_request() {
+    let lifecycle = lifecycle(Policy::builder().max_requests(2).build());
+    let conn = lifecycle.connection();
+    let service = tower::ServiceBuilder::new()
+        .layer(conn.layer())
+        .service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        });
+    let first = tower::ServiceExt::oneshot(service.clone(), http::Request::new(()))
+        .await
+        .unwrap();
+    assert!(timeout(SECOND, conn.close_trigger()).await.is_err());
+
+    let trigger = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.close_trigger().await }
+    });
+    tokio::task::yield_now().await;
+    let _second = tower::ServiceExt::oneshot(service, http::Request::new(()))
+        .await
+        .unwrap();
+
+    assert_eq!(trigger.await.unwrap(), CloseReason::MaxRequests);
+    drop(first);
+}
+
+// Draining one connection leaves the others alone.
+#[tokio::test(start_paused = true)]
+async fn drain_one_connection() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(None).build());
+    let drained = lifecycle.connection();
+    let other = lifecycle.connection();
+
+    drained.drain();
+
+    assert_eq!(drained.close_trigger().await, CloseReason::Drain);
+    assert!(timeout(SECOND, other.close_trigger()).await.is_err());
+}
+
+// Draining all connections reaches those open now, not those opened afterwards.
+#[tokio::test(start_paused = true)]
+async fn drain_all_spares_later_connections() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(None).build());
+    let before = lifecycle.connection();
+    let waiting = tokio::spawn({
+        let before = before.clone();
+        async move { before.close_trigger().await }
+    });
+    tokio::task::yield_now().await;
+
+    lifecycle.drain_all();
+    let after = lifecycle.connection();
+
+    assert_eq!(waiting.await.unwrap(), CloseReason::Drain);
+    assert!(timeout(SECOND, after.close_trigger()).await.is_err());
+}
+
+// Shutdown reaches every connection, open now or later, and wins over other triggers.
+#[tokio::test(start_paused = true)]
+async fn shutdown_reaches_every_connection() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(SECOND).build());
+    let before = lifecycle.connection();
+    let waiting = tokio::spawn({
+        let before = before.clone();
+        async move { before.close_trigger().await }
+    });
+    tokio::task::yield_now().await;
+
+    lifecycle.shutdown();
+    advance(SECOND * 2).await;
+    let after = lifecycle.connection();
+
+    assert_eq!(waiting.await.unwrap(), CloseReason::Shutdown);
+    assert_eq!(after.close_trigger().await, CloseReason::Shutdown);
+    assert!(lifecycle.is_shutting_down());
+}
+
+// With every trigger off, nothing fires.
+#[tokio::test(start_paused = true)]
+async fn nothing_fires_when_all_triggers_are_off() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(None).build());
+    let conn = lifecycle.connection();
+
+    assert!(timeout(SECOND * 3600, conn.close_trigger()).await.is_err());
+}
