@@ -129,7 +129,12 @@ impl Connection {
     /// it was already closing: the first reason is the one that counts.
     pub fn start_closing(&self, reason: CloseReason) -> bool {
         let code = (reason.index() + 1) as u8;
-        if self.shared.closing.compare_exchange(0, code, Relaxed, Relaxed).is_err() {
+        if self
+            .shared
+            .closing
+            .compare_exchange(0, code, Relaxed, Relaxed)
+            .is_err()
+        {
             return false;
         }
         self.lifecycle().counters().closing();
@@ -185,7 +190,11 @@ impl Connection {
             }
             let idle_at = policy.idle_timeout().map(|timeout| {
                 // A busy connection is not idle; look again one timeout from now.
-                let from = if self.in_flight() > 0 { now } else { s.last_activity() };
+                let from = if self.in_flight() > 0 {
+                    now
+                } else {
+                    s.last_activity()
+                };
                 from + timeout
             });
             if idle_at.is_some_and(|at| at <= now) {
@@ -253,7 +262,9 @@ impl Connection {
         }
         let was_closing = self.closing_reason().is_some();
         let reason = self.closing_reason().unwrap_or(CloseReason::PeerClosed);
-        self.lifecycle().counters().closed(reason, report.outcome, was_closing);
+        self.lifecycle()
+            .counters()
+            .closed(reason, report.outcome, was_closing);
         tracing::debug!(
             reason = %reason,
             outcome = %report.outcome,

@@ -47,18 +47,24 @@ impl<T> TrackedIo<T> {
 
     /// The wrapped stream.
     pub fn get_ref(&self) -> &T {
-        self.io.as_ref().expect("TrackedIo holds its stream until dropped")
+        self.io
+            .as_ref()
+            .expect("TrackedIo holds its stream until dropped")
     }
 
     /// The wrapped stream, mutably. Reads and writes made through it do not count as activity.
     pub fn get_mut(&mut self) -> &mut T {
-        self.io.as_mut().expect("TrackedIo holds its stream until dropped")
+        self.io
+            .as_mut()
+            .expect("TrackedIo holds its stream until dropped")
     }
 
     /// Takes the stream out; the [`ReturnedIo`] then resolves with `None`.
     pub fn into_inner(mut self) -> T {
         self.back = None;
-        self.io.take().expect("TrackedIo holds its stream until dropped")
+        self.io
+            .take()
+            .expect("TrackedIo holds its stream until dropped")
     }
 
     fn poll_io<R>(

@@ -184,7 +184,10 @@ mod tests {
         assert_eq!(policy.max_age(), None);
         assert_eq!(policy.max_requests(), None);
         assert_eq!(policy.grace(), Duration::from_secs(10));
-        assert_eq!(policy.close().get_close_notify_timeout(), Duration::from_secs(1));
+        assert_eq!(
+            policy.close().get_close_notify_timeout(),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

@@ -80,7 +80,9 @@ async fn peer_reset() {
         clean
     });
 
-    let report = waiting(PeerClose::wait(Duration::from_secs(10))).run(server).await;
+    let report = waiting(PeerClose::wait(Duration::from_secs(10)))
+        .run(server)
+        .await;
 
     assert_eq!(report.outcome, CloseOutcome::PeerReset);
     assert!(report.elapsed < Duration::from_secs(10));
@@ -189,7 +191,10 @@ async fn peer_trickling_hits_the_deadline() {
 
     assert_eq!(report.outcome, CloseOutcome::WaitTimedOut);
     assert_eq!(report.elapsed, BOUND);
-    assert!(report.discarded > 0, "trickled bytes were read and discarded");
+    assert!(
+        report.discarded > 0,
+        "trickled bytes were read and discarded"
+    );
     trickle.abort();
 }
 
@@ -201,7 +206,10 @@ async fn no_wait_still_sends_close_notify() {
     let report = waiting(PeerClose::None).run(server).await;
 
     assert_eq!(report.outcome, CloseOutcome::CloseNotifySent);
-    assert!(read_to_end_clean(&mut client).await, "client saw close_notify");
+    assert!(
+        read_to_end_clean(&mut client).await,
+        "client saw close_notify"
+    );
 }
 
 // The sequence works from the client side too.

@@ -76,12 +76,13 @@ async fn streaming_body_stays_in_flight_until_dropped() {
 #[tokio::test]
 async fn cancelled_request_is_released() {
     let conn = Lifecycle::default().connection();
-    let service = ServiceBuilder::new()
-        .layer(conn.layer())
-        .service_fn(|_req: http::Request<()>| async {
-            std::future::pending::<()>().await;
-            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
-        });
+    let service =
+        ServiceBuilder::new()
+            .layer(conn.layer())
+            .service_fn(|_req: http::Request<()>| async {
+                std::future::pending::<()>().await;
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+            });
     let mut call = Box::pin(service.oneshot(http::Request::new(())));
     assert!(tokio::time::timeout(Duration::from_millis(10), &mut call)
         .await
@@ -96,11 +97,12 @@ async fn cancelled_request_is_released() {
 #[tokio::test]
 async fn failed_request_is_released() {
     let conn = Lifecycle::default().connection();
-    let service = ServiceBuilder::new()
-        .layer(conn.layer())
-        .service_fn(|_req: http::Request<()>| async {
-            Err::<http::Response<Full<Bytes>>, _>("handler failed")
-        });
+    let service =
+        ServiceBuilder::new()
+            .layer(conn.layer())
+            .service_fn(|_req: http::Request<()>| async {
+                Err::<http::Response<Full<Bytes>>, _>("handler failed")
+            });
 
     assert!(service.oneshot(http::Request::new(())).await.is_err());
     assert_eq!(conn.in_flight(), 0);

@@ -63,12 +63,12 @@ async fn http2_stream_reset_releases_the_request() {
     let conn = Lifecycle::default().connection();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = tower::ServiceBuilder::new()
-        .layer(conn.layer())
-        .service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+    let service = tower::ServiceBuilder::new().layer(conn.layer()).service_fn(
+        |_req: http::Request<hyper::body::Incoming>| async {
             let body = EndlessBody(Some(Bytes::from_static(b"chunk")));
             Ok::<_, Infallible>(http::Response::new(body))
-        });
+        },
+    );
     tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

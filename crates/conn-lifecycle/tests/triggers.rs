@@ -47,13 +47,13 @@ async fn activity_resets_the_idle_timer() {
 async fn in_flight_request_is_not_idle() {
     let lifecycle = lifecycle(Policy::builder().idle_timeout(SECOND).build());
     let conn = lifecycle.connection();
-    let mut service = tower::ServiceBuilder::new()
-        .layer(conn.layer())
-        .service_fn(|_req: http::Request<()>| async {
+    let mut service = tower::ServiceBuilder::new().layer(conn.layer()).service_fn(
+        |_req: http::Request<()>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
                 bytes::Bytes,
             >::new()))
-        });
+        },
+    );
     let response = tower::ServiceExt::oneshot(&mut service, http::Request::new(()))
         .await
         .unwrap();
@@ -83,7 +83,9 @@ async fn max_age_fires_within_its_jitter() {
         ages.push(start.elapsed());
     }
 
-    assert!(ages.iter().all(|age| *age >= SECOND * 80 && *age <= SECOND * 100));
+    assert!(ages
+        .iter()
+        .all(|age| *age >= SECOND * 80 && *age <= SECOND * 100));
     ages.dedup();
     assert!(ages.len() > 1, "jitter spreads the ages: {ages:?}");
 }
@@ -93,13 +95,13 @@ async fn max_age_fires_within_its_jitter() {
 async fn max_requests_fires_on_the_last_request() {
     let lifecycle = lifecycle(Policy::builder().max_requests(2).build());
     let conn = lifecycle.connection();
-    let service = tower::ServiceBuilder::new()
-        .layer(conn.layer())
-        .service_fn(|_req: http::Request<()>| async {
+    let service = tower::ServiceBuilder::new().layer(conn.layer()).service_fn(
+        |_req: http::Request<()>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
                 bytes::Bytes,
             >::new()))
-        });
+        },
+    );
     let first = tower::ServiceExt::oneshot(service.clone(), http::Request::new(()))
         .await
         .unwrap();

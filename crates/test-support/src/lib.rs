@@ -45,7 +45,9 @@ impl TestCert {
     /// A client config that trusts only this certificate, asking for `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
-        roots.add(self.cert.clone()).expect("the test certificate parses");
+        roots
+            .add(self.cert.clone())
+            .expect("the test certificate parses");
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("ring supports the default versions")
@@ -75,7 +77,10 @@ pub fn server_name() -> ServerName<'static> {
 /// A TLS client and server connected through memory, handshake done.
 pub async fn duplex_pair(
     buffer: usize,
-) -> (client::TlsStream<DuplexStream>, server::TlsStream<DuplexStream>) {
+) -> (
+    client::TlsStream<DuplexStream>,
+    server::TlsStream<DuplexStream>,
+) {
     let cert = TestCert::new();
     let (client_io, server_io) = tokio::io::duplex(buffer);
     let connector = TlsConnector::from(cert.client_config(&[]));

@@ -1,0 +1,198 @@
+//! One connection's task: handshake, serve, close gracefully within the grace period, then
+//! close the TLS stream with the core's close sequence.
+
+use std::error::Error as StdError;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use conn_lifecycle::{CloseOutcome, CloseReason, CloseReport, Connection};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_rustls::server::TlsStream;
+use tower_service::Service;
+
+use crate::server::{BoxError, Shared};
+
+/// Runs one accepted connection to its end. Every path ends in a recorded close.
+pub(crate) async fn run<S, B>(shared: Arc<Shared<S>>, tcp: TcpStream, conn: Connection)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    shared.handle.register(&conn);
+    if let Some(tls) = handshake(&shared, tcp, &conn).await {
+        let alpn = tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy);
+        tracing::Span::current().record("alpn", alpn.as_deref().unwrap_or("none"));
+        serve(&shared, tls, &conn).await;
+    }
+    shared.handle.unregister(&conn);
+}
+
+/// The TLS handshake, bounded by the handshake timeout and by a stop.
+async fn handshake<S>(
+    shared: &Shared<S>,
+    tcp: TcpStream,
+    conn: &Connection,
+) -> Option<TlsStream<TcpStream>> {
+    let start = Instant::now();
+    let accept = timeout(shared.handshake_timeout, shared.acceptor.accept(tcp));
+    let error = tokio::select! {
+        result = accept => match result {
+            Ok(Ok(tls)) => return Some(tls),
+            Ok(Err(error)) => error,
+            Err(_elapsed) => io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"),
+        },
+        _ = shared.handle.stop_token().cancelled() => {
+            io::Error::new(io::ErrorKind::Interrupted, "server stopped during the TLS handshake")
+        }
+    };
+
+    // No TLS session exists yet, so there is no close_notify to send.
+    tracing::debug!(%error, "TLS handshake failed");
+    conn.start_closing(CloseReason::Handshake);
+    conn.record_close(CloseReport {
+        outcome: CloseOutcome::Dropped,
+        elapsed: start.elapsed(),
+        discarded: 0,
+    });
+    None
+}
+
+/// Serves HTTP until it ends or the policy closes the connection, then closes the stream.
+async fn serve<S, B>(shared: &Shared<S>, tls: TlsStream<TcpStream>, conn: &Connection)
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (io, returned) = conn.wrap_io(tls);
+    let reason = serve_http(shared, io, conn).await;
+
+    // hyper's connection is gone now, and with it the IO wrapper: the stream comes back
+    // at once, unless an upgraded connection (WebSocket) still holds it.
+    let stream = tokio::select! {
+        stream = returned => stream,
+        _ = shared.upgrade_deadline() => None,
+    };
+    let Some(stream) = stream else {
+        tracing::debug!("upgraded connection outlived the shutdown deadline");
+        shared.abandoned.fetch_add(1, Relaxed);
+        return;
+    };
+    conn.close(stream, reason, shared.close_deadline()).await;
+}
+
+/// The HTTP phases: serving, then closing gracefully within the grace period. Returns the
+/// reason the connection ends; hyper's connection (and the IO it holds) is dropped on return.
+async fn serve_http<S, B>(
+    shared: &Shared<S>,
+    io: conn_lifecycle::TrackedIo<TlsStream<TcpStream>>,
+    conn: &Connection,
+) -> CloseReason
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let service = TowerToHyperService::new(conn_lifecycle::InFlight::new(
+        shared.service.clone(),
+        conn.clone(),
+    ));
+    let http = shared
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(http);
+    let stop = shared.handle.stop_token();
+
+    // Serving -> Closing: hyper ended by itself, or a trigger fired.
+    let reason = tokio::select! {
+        result = http.as_mut() => return ended_by_itself(result),
+        reason = conn.close_trigger() => reason,
+        _ = stop.cancelled() => CloseReason::Shutdown,
+    };
+    conn.start_closing(reason);
+    if stop.is_cancelled() {
+        return forced(shared, conn, reason);
+    }
+
+    // Closing gracefully: HTTP/1 turns keep-alive off, HTTP/2 sends GOAWAY; in-flight
+    // requests may finish until the grace deadline.
+    http.as_mut().graceful_shutdown();
+    tokio::select! {
+        result = http.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(error = %error, "HTTP error while closing");
+            }
+            reason
+        }
+        _ = sleep_until(shared.grace_deadline(reason)) => forced(shared, conn, reason),
+        _ = stop.cancelled() => forced(shared, conn, reason),
+    }
+}
+
+/// Counts and reports a close that does not wait for the HTTP layer any longer.
+fn forced<S>(shared: &Shared<S>, conn: &Connection, reason: CloseReason) -> CloseReason {
+    let in_flight = conn.in_flight();
+    if in_flight > 0 {
+        shared.forced.fetch_add(1, Relaxed);
+        tracing::warn!(reason = %reason, in_flight, "closing a busy connection at its deadline");
+    } else {
+        tracing::debug!(reason = %reason, "closing an idle connection at its deadline");
+    }
+    reason
+}
+
+/// Why a connection ended when hyper finished it without a trigger.
+fn ended_by_itself(result: Result<(), BoxError>) -> CloseReason {
+    match result {
+        Ok(()) => CloseReason::PeerClosed,
+        Err(error) if peer_went_away(&*error) => {
+            tracing::debug!(error = %error, "peer closed the connection");
+            CloseReason::PeerClosed
+        }
+        Err(error) => {
+            tracing::debug!(error = %error, "HTTP connection error");
+            CloseReason::Error
+        }
+    }
+}
+
+/// Whether an error says the peer closed or reset the connection, rather than misbehaved.
+fn peer_went_away(error: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() {
+                return true;
+            }
+        }
+        next = error.source();
+    }
+    false
+}
