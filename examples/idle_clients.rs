@@ -163,10 +163,11 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     }
     let endings = collect_endings(&mut connections, signalled + args.drain_timeout).await;
 
-    let rss_added = rss_after.saturating_sub(rss_before);
+    let per_connection = rss_after.saturating_sub(rss_before) * 1024 / opened.max(1) as u64;
+    let idle_for_ms = args.idle_for.as_millis();
     print!("connections={opened} rss_before_kib={rss_before} rss_after_kib={rss_after} ");
-    print!("bytes_per_connection={} ", rss_added * 1024 / opened.max(1) as u64);
-    print!("idle_cpu_ms={idle_cpu_ms} idle_for_ms={} ", args.idle_for.as_millis());
+    print!("bytes_per_connection={per_connection} ");
+    print!("idle_cpu_ms={idle_cpu_ms} idle_for_ms={idle_for_ms} ");
     println!("{}", drain_fields(&endings, signalled, opened));
     Ok(())
 }
