@@ -16,6 +16,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_rustls::server::TlsStream;
 use tower_service::Service;
 
+use crate::handle::Handle;
 use crate::server::{BoxError, Shared};
 
 /// A connection's TLS stream, boxed once after the handshake.
@@ -36,16 +37,41 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    shared.handle.register(&conn);
+    let _registered = Registered::new(&shared.handle, &conn);
     if let Some(tls) = handshake(&shared, tcp, &conn).await {
         let alpn = tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy);
         tracing::Span::current().record("alpn", alpn.as_deref().unwrap_or("none"));
         serve(&shared, tls, &conn).await;
     }
-    shared.handle.unregister(&conn);
 }
 
-/// The TLS handshake, bounded by the handshake timeout and by a stop.
+/// Keeps a connection registered with the handle until the task that runs it ends, however
+/// it ends.
+///
+/// Released on drop rather than by a call at the end of the task, so that a panic in a
+/// dependency still unregisters the connection (rustls has debug assertions that a peer can
+/// trip): the handle's copy would otherwise keep the connection from ever being counted as
+/// closed.
+struct Registered<'a> {
+    handle: &'a Handle,
+    conn: &'a Connection,
+}
+
+impl<'a> Registered<'a> {
+    fn new(handle: &'a Handle, conn: &'a Connection) -> Self {
+        handle.register(conn);
+        Registered { handle, conn }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.handle.unregister(self.conn);
+    }
+}
+
+/// The TLS handshake, bounded by the handshake timeout, by the end of a shutdown's grace
+/// period, and by a stop.
 async fn handshake<S>(shared: &Shared<S>, tcp: TcpStream, conn: &Connection) -> Option<Stream> {
     let start = Instant::now();
     let accept = timeout(shared.handshake_timeout, shared.acceptor.accept(tcp));
@@ -55,6 +81,10 @@ async fn handshake<S>(shared: &Shared<S>, tcp: TcpStream, conn: &Connection) -> 
             Ok(Err(error)) => error,
             Err(_elapsed) => io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"),
         },
+        _ = shared.shutdown_grace_ended() => io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake unfinished when the shutdown's grace period ended",
+        ),
         _ = shared.handle.stop_token().cancelled() => {
             io::Error::new(io::ErrorKind::Interrupted, "server stopped during the TLS handshake")
         }
@@ -131,7 +161,7 @@ where
     };
     conn.start_closing(reason);
     if stop.is_cancelled() {
-        return forced(shared, conn, reason);
+        return forced(shared, conn, reason, conn.in_flight() > 0);
     }
 
     // Closing gracefully: HTTP/1 turns keep-alive off, HTTP/2 sends GOAWAY; in-flight
@@ -144,15 +174,22 @@ where
             }
             reason
         }
-        _ = sleep_until(shared.grace_deadline(reason)) => forced(shared, conn, reason),
-        _ = stop.cancelled() => forced(shared, conn, reason),
+        _ = sleep_until(shared.grace_deadline(reason)) => forced(shared, conn, reason, true),
+        _ = stop.cancelled() => forced(shared, conn, reason, true),
     }
 }
 
-/// Counts and reports a close that does not wait for the HTTP layer any longer.
-fn forced<S>(shared: &Shared<S>, conn: &Connection, reason: CloseReason) -> CloseReason {
+/// Counts and reports a close that does not wait for the HTTP layer any longer. `busy`
+/// says the HTTP layer still had work: a request in flight, or a response still being
+/// written (hyper takes a body of known length at once, so that is not always in flight).
+fn forced<S>(
+    shared: &Shared<S>,
+    conn: &Connection,
+    reason: CloseReason,
+    busy: bool,
+) -> CloseReason {
     let in_flight = conn.in_flight();
-    if in_flight > 0 {
+    if busy {
         shared.forced.fetch_add(1, Relaxed);
         tracing::warn!(reason = %reason, in_flight, "closing a busy connection at its deadline");
     } else {

@@ -98,9 +98,9 @@ impl Server {
 
     /// Bounds the TLS handshake. Default: 10 seconds.
     ///
-    /// A client that stalls in the handshake is dropped when this runs out; it has no TLS
-    /// session yet, so there is no close_notify to send. Zero fails every handshake that
-    /// cannot finish at once.
+    /// A client that stalls in the handshake is dropped when this runs out, or when a
+    /// shutdown's grace period ends if that comes first; it has no TLS session yet, so there
+    /// is no close_notify to send. Zero fails every handshake that cannot finish at once.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -367,6 +367,14 @@ impl<S> Shared<S> {
             return Some(Instant::now() + close_notify);
         }
         self.shutdown_grace_end.get().map(|end| *end + close_notify)
+    }
+
+    /// Resolves once a shutdown has started and its grace period has ended.
+    pub(crate) async fn shutdown_grace_ended(&self) {
+        self.lifecycle.shutdown_started().await;
+        if let Some(end) = self.shutdown_grace_end.get() {
+            sleep_until(*end).await;
+        }
     }
 
     /// Resolves when the server stops waiting for upgraded connections to hand their stream
