@@ -21,6 +21,9 @@ set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
+# Seconds of the same load, unrecorded, before each recorded run: the first moments after an
+# idle spell are slower on some virtual machines, whose idle CPUs take long to wake.
+WARMUP=${WARMUP:-1}
 CONNECTIONS=${CONNECTIONS:-64}
 H2_CONNECTIONS=${H2_CONNECTIONS:-8}
 H2_STREAMS=${H2_STREAMS:-8}
@@ -59,6 +62,11 @@ median() {
 # each thread's schedstat (finer than the 10 ms ticks of /proc/PID/stat).
 cpu_ns() {
   cat "/proc/$1/task/"*/schedstat 2>/dev/null | awk '{ ns += $1 } END { printf "%.0f\n", ns }'
+}
+
+# CPU time used so far by the finished children of this shell, in milliseconds.
+children_cpu_ms() {
+  times | tail -1 | tr 'ms' '  ' | awk '{ printf "%.0f\n", ($1 * 60 + $2 + $3 * 60 + $4) * 1000 }'
 }
 
 # Prints the q-th quantile (0 to 1) of the sorted numbers on standard input.
@@ -101,18 +109,19 @@ stop_server() {
   wait "$pid" 2>/dev/null || true
 }
 
-# One load run of tool $1 (wrk or h2load) on URL $2; prints "rps p50_us p99_us errors requests".
+# One load run of tool $1 (wrk or h2load) on URL $2 for $3 seconds; prints
+# "rps p50_us p99_us errors requests".
 load_run() {
-  local tool=$1 url=$2 out=$WORK/run.out
+  local tool=$1 url=$2 seconds=$3 out=$WORK/run.out
   if [ "$tool" = wrk ]; then
-    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s \
+    taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s \
       -s "$ROOT/benches/wrk_report.lua" "$url" >"$out"
     sed -n 's/^result rps=\([0-9.]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\) errors=\([0-9]*\) requests=\([0-9]*\)$/\1 \2 \3 \4 \5/p' "$out"
   else
     local log=$WORK/h2load.log
     rm -f "$log"
     taskset -c "$CLIENT_CPU" h2load -t1 -c"$H2_CONNECTIONS" -m"$H2_STREAMS" \
-      -D "$DURATION" --log-file "$log" "$url" >"$out"
+      -D "$seconds" --log-file "$log" "$url" >"$out"
     local rps errors p50 p99 requests
     rps=$(sed -n 's|^finished in .*, \([0-9.]*\) req/s.*|\1|p' "$out")
     errors=$(sed -n 's/^requests: .* \([0-9]*\) failed, \([0-9]*\) errored.*/\1 \2/p' "$out" |
@@ -134,29 +143,34 @@ load_phase() {
     pids[$contender]=$SERVER_PID
     ports[$contender]=$SERVER_PORT
     # Warm up: connection pools, allocator, caches. Not recorded.
-    load_run wrk "https://127.0.0.1:$SERVER_PORT/" >/dev/null
+    load_run wrk "https://127.0.0.1:$SERVER_PORT/" 2 >/dev/null
   done
 
   local -a scenarios=("h1-small wrk /" "h1-64k wrk /bytes?n=65536"
     "h2-small h2load /" "h2-64k h2load /bytes?n=65536")
   local -a order=($CONTENDERS)
-  printf 'round\tscenario\tcontender\trps\tp50_us\tp99_us\terrors\tcpu_pct\tcpu_us_per_request\n' \
+  printf 'round\tscenario\tcontender\trps\tp50_us\tp99_us\terrors\tcpu_pct\tcpu_us_per_request\tclient_cpu_pct\n' \
     >"$RESULTS"
   for round in $(seq "$ROUNDS"); do
     echo "load round $round of $ROUNDS" >&2
     for entry in "${scenarios[@]}"; do
       read -r scenario tool path <<<"$entry"
       for contender in "${order[@]}"; do
-        local pid=${pids[$contender]} before after result rps p50 p99 errors requests
+        local pid=${pids[$contender]} url="https://127.0.0.1:${ports[$contender]}$path"
+        local before after client_before client_after result rps p50 p99 errors requests
+        load_run "$tool" "$url" "$WARMUP" >/dev/null
         before=$(cpu_ns "$pid")
-        result=$(load_run "$tool" "https://127.0.0.1:${ports[$contender]}$path")
+        client_before=$(children_cpu_ms)
+        result=$(load_run "$tool" "$url" "$DURATION")
+        client_after=$(children_cpu_ms)
         after=$(cpu_ns "$pid")
         read -r rps p50 p99 errors requests <<<"$result"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scenario" "$contender" \
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scenario" "$contender" \
           "$rps" "$p50" "$p99" "$errors" \
           "$(awk -v ns=$((after - before)) -v s="$DURATION" 'BEGIN { printf "%.1f", ns / s / 1e7 }')" \
           "$(awk -v ns=$((after - before)) -v n="$requests" 'BEGIN { printf "%.2f", ns / n / 1e3 }')" \
-          >>"$RESULTS"
+          "$(awk -v ms=$((client_after - client_before)) -v s="$DURATION" \
+            'BEGIN { printf "%.1f", ms / s / 10 }')" >>"$RESULTS"
       done
       # Rotate the order, so that no contender always runs first or last.
       order=("${order[@]:1}" "${order[0]}")
@@ -186,30 +200,31 @@ load_report() {
     "$SERVER_CPU, client on CPU $CLIENT_CPU."
   echo "h1: wrk -t1 -c$CONNECTIONS (keep-alive). h2: h2load -t1 -c$H2_CONNECTIONS" \
     "-m$H2_STREAMS. Medians over rounds; ratios are medians of each round's ratio to bare."
-  echo "CPU %: the server's CPU time over the run (100 = one core busy); CPU us/req: that" \
-    "time divided by the requests served."
+  echo "CPU %: the server's CPU time over the run (100 = one core busy); client CPU %: the" \
+    "load generator's; us/req: the server's CPU time divided by the requests served."
   echo
-  printf '%-9s %-12s %8s %7s %7s %6s %8s %6s | %6s %6s %6s %8s\n' scenario contender \
-    'req/s' 'p50 ms' 'p99 ms' 'CPU %' 'us/req' errors 'req/s' p50 p99 'us/req'
-  printf '%-9s %-12s %8s %7s %7s %6s %8s %6s | %29s\n' '' '' '' '' '' '' '' '' \
+  printf '%-9s %-12s %8s %7s %7s %6s %6s %7s %6s | %6s %6s %6s %7s\n' scenario contender \
+    'req/s' 'p50 ms' 'p99 ms' 'CPU %' client 'us/req' errors 'req/s' p50 p99 'us/req'
+  printf '%-9s %-12s %8s %7s %7s %6s %6s %7s %6s | %28s\n' '' '' '' '' '' '' 'CPU %' '' '' \
     'ratio to bare'
   local scenario contender
   for scenario in h1-small h1-64k h2-small h2-64k; do
     for contender in $CONTENDERS; do
-      local rps p50 p99 cpu per errors
+      local rps p50 p99 cpu client per errors
       rps=$(column "$scenario" "$contender" rps | cut -d' ' -f2 | median)
       p50=$(column "$scenario" "$contender" p50_us | cut -d' ' -f2 | median)
       p99=$(column "$scenario" "$contender" p99_us | cut -d' ' -f2 | median)
       cpu=$(column "$scenario" "$contender" cpu_pct | cut -d' ' -f2 | median)
+      client=$(column "$scenario" "$contender" client_cpu_pct | cut -d' ' -f2 | median)
       per=$(column "$scenario" "$contender" cpu_us_per_request | cut -d' ' -f2 | median)
       errors=$(column "$scenario" "$contender" errors | awk '{ n += $2 } END { print n + 0 }')
-      printf '%-9s %-12s %8.0f %7.2f %7.2f %6.0f %8.2f %6s' "$scenario" "$contender" "$rps" \
-        "$(awk -v v="$p50" 'BEGIN { print v / 1000 }')" \
-        "$(awk -v v="$p99" 'BEGIN { print v / 1000 }')" "$cpu" "$per" "$errors"
+      printf '%-9s %-12s %8.0f %7.2f %7.2f %6.0f %6.0f %7.2f %6s' "$scenario" "$contender" \
+        "$rps" "$(awk -v v="$p50" 'BEGIN { print v / 1000 }')" \
+        "$(awk -v v="$p99" 'BEGIN { print v / 1000 }')" "$cpu" "$client" "$per" "$errors"
       if [ "$contender" = bare ]; then
         printf ' |\n'
       else
-        printf ' | %6.3f %6.3f %6.3f %8.3f\n' "$(ratio "$scenario" "$contender" rps)" \
+        printf ' | %6.3f %6.3f %6.3f %7.3f\n' "$(ratio "$scenario" "$contender" rps)" \
           "$(ratio "$scenario" "$contender" p50_us)" "$(ratio "$scenario" "$contender" p99_us)" \
           "$(ratio "$scenario" "$contender" cpu_us_per_request)"
       fi

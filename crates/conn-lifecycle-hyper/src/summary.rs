@@ -13,7 +13,8 @@ use conn_lifecycle::StatsSnapshot;
 pub struct Summary {
     /// The counters at the end: connections by close reason and outcome, requests.
     pub stats: StatsSnapshot,
-    /// Connections that were still busy when their grace period ended, and were closed anyway.
+    /// Connections that were still busy when their grace period ended (or at a stop), and were
+    /// closed anyway: a request in flight, or a response not yet fully written.
     pub forced: u64,
     /// Connections the server stopped waiting for at the shutdown deadline. Zero unless an
     /// upgraded connection (WebSocket) outlived it.

@@ -275,16 +275,22 @@ impl Connection {
         );
     }
 
-    pub(crate) fn request_started(&self) {
+    /// Counts a new request; returns true if it is the last one the policy allows.
+    pub(crate) fn request_started(&self) -> bool {
         let s = &*self.shared;
         let requests = s.requests.fetch_add(1, Relaxed) + 1;
         s.in_flight.fetch_add(1, Relaxed);
         s.lifecycle.counters().request_started();
         // Wake the trigger once, on the last allowed request, so that its response can still
         // carry `Connection: close`.
-        if s.lifecycle.policy().max_requests().map(|max| max.max(1)) == Some(requests) {
+        let last = s.lifecycle.policy().max_requests().map(|max| max.max(1)) == Some(requests);
+        if last {
+            // Closing starts now: hyper may finish the connection on its own after this
+            // response, before the trigger runs.
+            self.start_closing(CloseReason::MaxRequests);
             s.events.notify_one();
         }
+        last
     }
 
     pub(crate) fn request_finished(&self, cut_close_delimited: bool) {

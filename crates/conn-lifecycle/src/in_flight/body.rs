@@ -14,15 +14,18 @@ pub(crate) struct RequestGuard {
     close_delimited: bool,
     /// The body reached its end.
     complete: bool,
+    /// This is the last request the policy allows on the connection.
+    pub(crate) last: bool,
 }
 
 impl RequestGuard {
     pub(crate) fn new(conn: Connection, close_delimited: bool) -> Self {
-        conn.request_started();
+        let last = conn.request_started();
         RequestGuard {
             conn,
             close_delimited,
             complete: false,
+            last,
         }
     }
 }

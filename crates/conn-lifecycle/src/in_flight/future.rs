@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use http::header::{HeaderValue, CONNECTION};
 use http::Response;
 use pin_project_lite::pin_project;
 
@@ -20,14 +21,16 @@ pin_project! {
         #[pin]
         inner: F,
         guard: Option<RequestGuard>,
+        close_after: bool,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, guard: RequestGuard) -> Self {
+    pub(crate) fn new(inner: F, guard: RequestGuard, close_after: bool) -> Self {
         ResponseFuture {
             inner,
             guard: Some(guard),
+            close_after,
         }
     }
 }
@@ -41,7 +44,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
+        let mut response = ready!(this.inner.poll(cx))?;
+        if *this.close_after {
+            let close = HeaderValue::from_static("close");
+            response.headers_mut().insert(CONNECTION, close);
+        }
         let guard = this
             .guard
             .take()

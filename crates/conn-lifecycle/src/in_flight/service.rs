@@ -58,8 +58,12 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // Before HTTP/1.1 a body without a known length can only be framed by closing the
         // connection; remember that, so a cut one is closed abortively.
-        let close_delimited = request.version() <= Version::HTTP_10;
-        let guard = RequestGuard::new(self.conn.clone(), close_delimited);
-        ResponseFuture::new(self.inner.call(request), guard)
+        let version = request.version();
+        let guard = RequestGuard::new(self.conn.clone(), version <= Version::HTTP_10);
+        // HTTP/1 may have more requests pipelined behind the last allowed one; marking its
+        // response `Connection: close` makes hyper stop right after it. (HTTP/2 forbids the
+        // header; its GOAWAY comes from the close trigger.)
+        let close_after = guard.last && version <= Version::HTTP_11;
+        ResponseFuture::new(self.inner.call(request), guard, close_after)
     }
 }
