@@ -86,6 +86,8 @@
 //! and not idle. See [`InFlight`].
 
 #![forbid(unsafe_code)]
+// Library code handles every error; tests (allowed in clippy.toml) may unwrap.
+#![warn(clippy::unwrap_used)]
 
 mod close;
 mod connection;
