@@ -7,17 +7,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use conn_lifecycle::{CloseOutcome, CloseReason, CloseReport, Connection};
-use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_rustls::server::TlsStream;
-use tower_service::Service;
 
 use crate::handle::Handle;
-use crate::server::{BoxError, Shared};
+use crate::server::{App, BoxError, Shared};
 
 /// A connection's TLS stream, boxed once after the handshake.
 ///
@@ -28,15 +25,7 @@ use crate::server::{BoxError, Shared};
 type Stream = Box<TlsStream<TcpStream>>;
 
 /// Runs one accepted connection to its end. Every path ends in a recorded close.
-pub(crate) async fn run<S, B>(shared: Arc<Shared<S>>, tcp: TcpStream, conn: Connection)
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+pub(crate) async fn run<S: App>(shared: Arc<Shared<S>>, tcp: TcpStream, conn: Connection) {
     let _registered = Registered::new(&shared.handle, &conn);
     if let Some(tls) = handshake(&shared, tcp, &conn).await {
         let alpn = tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy);
@@ -102,15 +91,7 @@ async fn handshake<S>(shared: &Shared<S>, tcp: TcpStream, conn: &Connection) -> 
 }
 
 /// Serves HTTP until it ends or the policy closes the connection, then closes the stream.
-async fn serve<S, B>(shared: &Shared<S>, tls: Stream, conn: &Connection)
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+async fn serve<S: App>(shared: &Shared<S>, tls: Stream, conn: &Connection) {
     let (io, returned) = conn.wrap_io(tls);
     let reason = serve_http(shared, io, conn).await;
 
@@ -130,19 +111,11 @@ where
 
 /// The HTTP phases: serving, then closing gracefully within the grace period. Returns the
 /// reason the connection ends; hyper's connection (and the IO it holds) is dropped on return.
-async fn serve_http<S, B>(
+async fn serve_http<S: App>(
     shared: &Shared<S>,
     io: conn_lifecycle::TrackedIo<Stream>,
     conn: &Connection,
-) -> CloseReason
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+) -> CloseReason {
     let service = TowerToHyperService::new(conn_lifecycle::InFlight::new(
         shared.service.clone(),
         conn.clone(),

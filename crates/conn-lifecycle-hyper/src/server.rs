@@ -29,6 +29,35 @@ use crate::summary::Summary;
 /// The error type services and bodies are converted into, as in hyper and tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The bounds on a service that [`Server::serve`] accepts, written once for the crate's
+/// internal functions. Implemented for every such service.
+pub(crate) trait App:
+    Service<
+        Request<Incoming>,
+        Response = Response<Self::Body>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// The response body.
+    type Body: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> App for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Body = B;
+}
+
 /// How long the shutdown waits past its own bound before it gives up on a connection.
 const SHUTDOWN_MARGIN: Duration = Duration::from_millis(250);
 
@@ -221,21 +250,13 @@ impl std::fmt::Debug for Server {
 }
 
 /// Accepts until a shutdown is asked for; returns the grace it asked for, if any.
-async fn accept_loop<S, B>(
+async fn accept_loop<S: App>(
     shared: &Arc<Shared<S>>,
     tracker: &TaskTracker,
     listener: TcpListener,
     max_connections: Option<usize>,
     signal: Signal,
-) -> Option<Duration>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+) -> Option<Duration> {
     let handle = shared.handle.clone();
     let shutdown = async move {
         tokio::select! {
