@@ -65,6 +65,8 @@ async fn handshake<S>(shared: &Shared<S>, tcp: TcpStream, conn: &Connection) -> 
     let start = Instant::now();
     let accept = timeout(shared.handshake_timeout, shared.acceptor.accept(tcp));
     let error = tokio::select! {
+        // A finished handshake wins: that connection can still be closed with close_notify.
+        biased;
         result = accept => match result {
             Ok(Ok(tls)) => return Some(Box::new(tls)),
             Ok(Err(error)) => error,
@@ -98,6 +100,8 @@ async fn serve<S: App>(shared: &Shared<S>, tls: Stream, conn: &Connection) {
     // hyper's connection is gone now, and with it the IO wrapper: the stream comes back
     // at once, unless an upgraded connection (WebSocket) still holds it.
     let stream = tokio::select! {
+        // A stream already back must win over a deadline already passed (after a stop).
+        biased;
         stream = returned => stream,
         _ = shared.upgrade_deadline() => None,
     };
@@ -141,6 +145,8 @@ async fn serve_http<S: App>(
     // requests may finish until the grace deadline.
     http.as_mut().graceful_shutdown();
     tokio::select! {
+        // Finished in time is not forced, even if a deadline passed meanwhile.
+        biased;
         result = http.as_mut() => {
             if let Err(error) = result {
                 tracing::debug!(error = %error, "HTTP error while closing");

@@ -337,6 +337,7 @@ async fn shut_down<S>(
     tracker.close();
     let bound = grace_end + policy.close().get_close_notify_timeout() + SHUTDOWN_MARGIN;
     tokio::select! {
+        biased;
         _ = tracker.wait() => {}
         _ = sleep_until(bound) => {
             shared.handle.stop();
