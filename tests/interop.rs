@@ -16,9 +16,6 @@
 //! /proc, and every wait has a bound. Bounds are the server's configured ones plus a
 //! generous margin; nothing here measures speed.
 
-// Tests may unwrap: a failure is the test failing, with the value in the message.
-#![allow(clippy::unwrap_used)]
-
 #[path = "interop/harness.rs"]
 mod harness;
 #[path = "interop/hostile.rs"]
