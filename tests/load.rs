@@ -15,6 +15,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const H1_CLIENTS: usize = 100;
 const H2_CLIENTS: usize = 100;
 
+/// What all clients saw so far.
+#[derive(Debug, Default)]
+struct Counts {
+    connected: AtomicU64,
+    responses: AtomicU64,
+}
+
 /// What one client saw.
 #[derive(Debug, Default)]
 struct Seen {
@@ -25,8 +32,9 @@ struct Seen {
 }
 
 /// Sends `GET /` in a loop on one HTTP/1.1 connection until the server closes it.
-async fn h1_client(server: Arc<TestServer>, total: Arc<AtomicU64>) -> Seen {
+async fn h1_client(server: Arc<TestServer>, counts: Arc<Counts>) -> Seen {
     let mut tls = server.connect(b"http/1.1").await;
+    counts.connected.fetch_add(1, Relaxed);
     let mut seen = Seen::default();
     let mut buffer = Vec::new();
     loop {
@@ -40,7 +48,7 @@ async fn h1_client(server: Arc<TestServer>, total: Arc<AtomicU64>) -> Seen {
         match read_response(&mut tls, &mut buffer).await {
             Ok(true) => {
                 seen.responses += 1;
-                total.fetch_add(1, Relaxed);
+                counts.responses.fetch_add(1, Relaxed);
             }
             Ok(false) => break,
             Err(cut) => {
@@ -80,13 +88,14 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(
 }
 
 /// Sends `GET /` in a loop on one HTTP/2 connection until the server closes it.
-async fn h2_client(server: Arc<TestServer>, total: Arc<AtomicU64>) -> Seen {
+async fn h2_client(server: Arc<TestServer>, counts: Arc<Counts>) -> Seen {
     let mut client = H2Client::connect(&server).await;
+    counts.connected.fetch_add(1, Relaxed);
     let mut seen = Seen::default();
     while let Ok((status, body)) = client.get("/").await {
         assert_eq!((status, body.as_slice()), (200, &b"hello\n"[..]));
         seen.responses += 1;
-        total.fetch_add(1, Relaxed);
+        counts.responses.fetch_add(1, Relaxed);
     }
     seen.end = Some(client.ended().await);
     seen
@@ -100,20 +109,25 @@ async fn no_response_lost_when_shutting_down_under_load() {
         .grace(Duration::from_secs(10))
         .build();
     let server = Arc::new(TestServer::start(policy).await);
-    let total = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     let mut clients = Vec::new();
     for i in 0..H1_CLIENTS + H2_CLIENTS {
-        let (server, total) = (server.clone(), total.clone());
+        let (server, counts) = (server.clone(), counts.clone());
         clients.push(tokio::spawn(async move {
             if i < H1_CLIENTS {
-                h1_client(server, total).await
+                h1_client(server, counts).await
             } else {
-                h2_client(server, total).await
+                h2_client(server, counts).await
             }
         }));
     }
-    let warm = (5 * (H1_CLIENTS + H2_CLIENTS)) as u64;
-    wait_until(|| total.load(Relaxed) >= warm).await;
+    // Every client connected and traffic flowing everywhere: a few requests per client.
+    let clients_total = (H1_CLIENTS + H2_CLIENTS) as u64;
+    wait_until(|| {
+        counts.connected.load(Relaxed) == clients_total
+            && counts.responses.load(Relaxed) >= 5 * clients_total
+    })
+    .await;
 
     server.handle.shutdown();
 
