@@ -6,11 +6,11 @@ use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use conn_lifecycle::{CloseOutcome, CloseReason, CloseReport, Connection};
+use conn_lifecycle::{CloseOutcome, CloseReason, CloseReport, Connection, ReturnedIo};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_rustls::server::TlsStream;
 
 use crate::handle::Handle;
@@ -94,23 +94,64 @@ async fn handshake<S>(shared: &Shared<S>, tcp: TcpStream, conn: &Connection) -> 
 
 /// Serves HTTP until it ends or the policy closes the connection, then closes the stream.
 async fn serve<S: App>(shared: &Shared<S>, tls: Stream, conn: &Connection) {
-    let (io, returned) = conn.wrap_io(tls);
+    let (io, mut returned) = conn.wrap_io(tls);
     let reason = serve_http(shared, io, conn).await;
 
-    // hyper's connection is gone now, and with it the IO wrapper: the stream comes back
-    // at once, unless an upgraded connection (WebSocket) still holds it.
-    let stream = tokio::select! {
-        // A stream already back must win over a deadline already passed (after a stop).
-        biased;
-        stream = returned => stream,
-        _ = shared.upgrade_deadline() => None,
+    // hyper's connection is gone, and with it the IO wrapper: the stream is back already,
+    // unless the connection was upgraded (WebSocket) and its handler holds it.
+    let stream = match returned.try_take() {
+        Some(stream) => Some(stream),
+        None => upgraded(shared, conn, returned).await,
     };
     let Some(stream) = stream else {
-        tracing::debug!("upgraded connection outlived the shutdown deadline");
+        tracing::debug!("upgraded connection's handler kept its stream past the deadline");
         shared.abandoned.fetch_add(1, Relaxed);
         return;
     };
     conn.close(stream, reason, shared.close_deadline()).await;
+}
+
+/// Waits for an upgraded connection's handler to let its stream go.
+///
+/// The policy still applies: a trigger (idle, max age, drain, shutdown) starts the grace
+/// period; at its end the IO wrapper is interrupted, so that a handler reading or writing
+/// sees its stream end and drops it. One close_notify timeout later the server gives up.
+async fn upgraded<S>(
+    shared: &Shared<S>,
+    conn: &Connection,
+    mut returned: ReturnedIo<Stream>,
+) -> Option<Stream> {
+    tracing::debug!("connection upgraded");
+    let stop = shared.handle.stop_token();
+
+    // Upgraded -> Closing: the handler let go by itself, or a trigger fired.
+    let reason = tokio::select! {
+        biased;
+        stream = &mut returned => return stream,
+        reason = conn.close_trigger() => reason,
+        _ = stop.cancelled() => CloseReason::Shutdown,
+    };
+    conn.start_closing(reason);
+
+    // Closing -> Interrupted: the handler may finish within the grace period.
+    if !stop.is_cancelled() {
+        tokio::select! {
+            biased;
+            stream = &mut returned => return stream,
+            _ = sleep_until(shared.grace_deadline(reason)) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+    forced(shared, conn, reason, true);
+    conn.interrupt_io();
+
+    // Interrupted -> back, or given up.
+    let close_notify = shared.lifecycle.policy().close().get_close_notify_timeout();
+    tokio::select! {
+        biased;
+        stream = &mut returned => stream,
+        _ = sleep(close_notify) => None,
+    }
 }
 
 /// The HTTP phases: serving, then closing gracefully within the grace period. Returns the

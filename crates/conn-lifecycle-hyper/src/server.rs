@@ -398,21 +398,6 @@ impl<S> Shared<S> {
             sleep_until(*end).await;
         }
     }
-
-    /// Resolves when the server stops waiting for upgraded connections to hand their stream
-    /// back: at a stop, or at the end of a shutdown.
-    pub(crate) async fn upgrade_deadline(&self) {
-        let shutdown_ended = async {
-            self.lifecycle.shutdown_started().await;
-            if let Some(deadline) = self.close_deadline() {
-                sleep_until(deadline).await;
-            }
-        };
-        tokio::select! {
-            _ = self.handle.stop_token().cancelled() => {}
-            _ = shutdown_ended => {}
-        }
-    }
 }
 
 /// Offers h2 and http/1.1 when the config offers nothing.

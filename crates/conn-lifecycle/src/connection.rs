@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
@@ -37,6 +38,9 @@ pub(crate) struct Shared {
     /// Absolute max-age deadline, jitter applied.
     max_age_at: Option<Instant>,
     in_flight: AtomicU64,
+    /// Requests in flight that wait on the application: a handler running, or a response
+    /// body that has not produced its next frame yet. The others wait on the peer.
+    working: AtomicU64,
     requests: AtomicU64,
     /// Milliseconds from `opened` to the last byte read or written, or the last response end.
     last_activity_ms: AtomicU64,
@@ -48,6 +52,11 @@ pub(crate) struct Shared {
     cut_close_delimited: AtomicBool,
     /// Wakes the close trigger on rare events only (drain, last request), never per request.
     events: Notify,
+    /// Set by `interrupt_io`: the IO wrapper then ends reads and fails writes.
+    interrupted: AtomicBool,
+    /// The tasks waiting in the IO wrapper, woken by `interrupt_io`.
+    read_waker: AtomicWaker,
+    write_waker: AtomicWaker,
 }
 
 impl Connection {
@@ -67,6 +76,7 @@ impl Connection {
                 max_age_at,
                 lifecycle,
                 in_flight: AtomicU64::new(0),
+                working: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 last_activity_ms: AtomicU64::new(0),
                 closing: AtomicU8::new(0),
@@ -74,6 +84,9 @@ impl Connection {
                 drain_requested: AtomicBool::new(false),
                 cut_close_delimited: AtomicBool::new(false),
                 events: Notify::new(),
+                interrupted: AtomicBool::new(false),
+                read_waker: AtomicWaker::new(),
+                write_waker: AtomicWaker::new(),
             }),
         }
     }
@@ -161,11 +174,14 @@ impl Connection {
     /// Resolves with the reason once the policy says this connection should close.
     ///
     /// The triggers, first match wins: server shutdown, a drain (of this connection or of all),
-    /// the last allowed request received, max age reached, and idle (no request in flight and
-    /// no activity for the idle timeout, counted from the open for a connection that never
-    /// sent anything). It sleeps between deadlines and is woken only by rare events, so an
-    /// armed idle timer costs nothing while nothing happens. Cancel-safe: dropping it and
-    /// calling it again loses nothing.
+    /// the last allowed request received, max age reached, and idle (no request that the
+    /// application is working on, and no activity for the idle timeout, counted from the open
+    /// for a connection that never sent anything; see [`PolicyBuilder::idle_timeout`]). It
+    /// sleeps between deadlines and is woken only by rare events, so an armed idle timer costs
+    /// nothing while nothing happens. Cancel-safe: dropping it and calling it again loses
+    /// nothing.
+    ///
+    /// [`PolicyBuilder::idle_timeout`]: crate::PolicyBuilder::idle_timeout
     pub async fn close_trigger(&self) -> CloseReason {
         let s = &*self.shared;
         let policy = s.lifecycle.policy();
@@ -190,7 +206,7 @@ impl Connection {
             }
             let idle_at = policy.idle_timeout().map(|timeout| {
                 // A busy connection is not idle; look again one timeout from now.
-                let from = if self.in_flight() > 0 {
+                let from = if s.working.load(Relaxed) > 0 {
                     now
                 } else {
                     s.last_activity()
@@ -217,6 +233,21 @@ impl Connection {
                 _ = sleep_until(wake_at.unwrap_or(now)), if wake_at.is_some() => {}
             }
         }
+    }
+
+    /// Makes the IO wrapper end every read (as end of stream) and fail every write, now and
+    /// from now on, waking whoever waits on it.
+    ///
+    /// For a connection whose stream is held by someone else when it must close: an
+    /// upgraded connection (WebSocket) held by its handler, typically. A handler that then
+    /// sees the end of its stream drops it, and the stream comes back through
+    /// [`ReturnedIo`] to be closed with close_notify. A handler that ignores its stream
+    /// does not notice; there is nothing more to do from outside.
+    pub fn interrupt_io(&self) {
+        let s = &*self.shared;
+        s.interrupted.store(true, Relaxed);
+        s.read_waker.wake();
+        s.write_waker.wake();
     }
 
     /// Whether a response framed by the end of the connection was cut before its end.
@@ -280,6 +311,8 @@ impl Connection {
         let s = &*self.shared;
         let requests = s.requests.fetch_add(1, Relaxed) + 1;
         s.in_flight.fetch_add(1, Relaxed);
+        // The handler runs from now on: the application is working on the request.
+        s.working.fetch_add(1, Relaxed);
         s.lifecycle.counters().request_started();
         // Wake the trigger once, on the last allowed request, so that its response can still
         // carry `Connection: close`.
@@ -291,6 +324,24 @@ impl Connection {
             s.events.notify_one();
         }
         last
+    }
+
+    /// Counts a request in flight as waiting on the application (`true`: a handler running,
+    /// a response body preparing its next frame) or on the peer (`false`).
+    ///
+    /// Only requests the application works on keep a connection from being idle: a response
+    /// the peer does not take (it stops reading, or gives an HTTP/2 stream no flow-control
+    /// credit) moves no byte, and such a peer must not hold the connection forever.
+    pub(crate) fn set_working(&self, working: bool) {
+        let s = &*self.shared;
+        if working {
+            s.working.fetch_add(1, Relaxed);
+        } else {
+            // The idle clock starts when the application hands over, not at the last byte
+            // that moved before a long handler.
+            s.touch();
+            s.working.fetch_sub(1, Relaxed);
+        }
     }
 
     pub(crate) fn request_finished(&self, cut_close_delimited: bool) {
@@ -305,6 +356,20 @@ impl Connection {
 }
 
 impl Shared {
+    pub(crate) fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Relaxed)
+    }
+
+    /// Remembers who waits to read, so that an interruption can wake it.
+    pub(crate) fn register_reader(&self, waker: &std::task::Waker) {
+        self.read_waker.register(waker);
+    }
+
+    /// Remembers who waits to write, so that an interruption can wake it.
+    pub(crate) fn register_writer(&self, waker: &std::task::Waker) {
+        self.write_waker.register(waker);
+    }
+
     /// Records activity now. Called on every read and write: one clock read and one store.
     pub(crate) fn touch(&self) {
         let ms = self.opened.elapsed().as_millis() as u64;

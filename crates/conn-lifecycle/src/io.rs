@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
@@ -19,6 +19,9 @@ use crate::connection::Connection;
 /// dropped that way sends no close_notify. With this wrapper the stream is not lost: the
 /// task that owns the connection awaits the [`ReturnedIo`] and runs the close sequence
 /// itself. Nothing is locked on reads or writes; the hand-back is one message, sent once.
+///
+/// [`Connection::interrupt_io`] ends its reads and fails its writes, for a stream held by
+/// someone who must be made to let it go (an upgraded connection's handler).
 pub struct TrackedIo<T> {
     /// Always `Some` until `Drop` (or `into_inner`) takes it.
     io: Option<T>,
@@ -67,22 +70,35 @@ impl<T> TrackedIo<T> {
             .expect("TrackedIo holds its stream until dropped")
     }
 
-    fn poll_io<R>(
+    /// Runs one write-side poll: fails once interrupted, records progress as activity, and
+    /// remembers the waker when the stream is not ready.
+    fn poll_write_with<R>(
         &mut self,
-        f: impl FnOnce(Pin<&mut T>) -> Poll<io::Result<R>>,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
         made_progress: impl FnOnce(&R) -> bool,
     ) -> Poll<io::Result<R>>
     where
         T: Unpin,
     {
-        let result = ready!(f(Pin::new(self.get_mut())));
-        if let Ok(value) = &result {
-            if made_progress(value) {
-                self.conn.shared.touch();
-            }
+        let shared = &*self.conn.shared;
+        if shared.is_interrupted() {
+            return Poll::Ready(Err(interrupted()));
         }
-        Poll::Ready(result)
+        let poll = f(Pin::new(self.io.as_mut().expect(HELD)), cx);
+        match &poll {
+            Poll::Ready(Ok(value)) if made_progress(value) => shared.touch(),
+            Poll::Pending => shared.register_writer(cx.waker()),
+            _ => {}
+        }
+        poll
     }
+}
+
+const HELD: &str = "TrackedIo holds its stream until dropped";
+
+fn interrupted() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "connection closing")
 }
 
 impl<T> Drop for TrackedIo<T> {
@@ -100,13 +116,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = self.get_mut();
-        let result = ready!(Pin::new(this.get_mut()).poll_read(cx, buf));
-        if result.is_ok() && buf.filled().len() > before {
-            this.conn.shared.touch();
+        let shared = &*this.conn.shared;
+        // Interrupted: the end of the stream, as if the peer had closed.
+        if shared.is_interrupted() {
+            return Poll::Ready(Ok(()));
         }
-        Poll::Ready(result)
+        let before = buf.filled().len();
+        let poll = Pin::new(this.io.as_mut().expect(HELD)).poll_read(cx, buf);
+        match &poll {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => shared.touch(),
+            Poll::Pending => shared.register_reader(cx.waker()),
+            _ => {}
+        }
+        poll
     }
 }
 
@@ -117,7 +140,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .poll_io(|io| io.poll_write(cx, buf), |n| *n > 0)
+            .poll_write_with(cx, |io, cx| io.poll_write(cx, buf), |n| *n > 0)
     }
 
     fn poll_write_vectored(
@@ -126,7 +149,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .poll_io(|io| io.poll_write_vectored(cx, bufs), |n| *n > 0)
+            .poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs), |n| *n > 0)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -134,11 +157,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().get_mut()).poll_flush(cx)
+        self.get_mut()
+            .poll_write_with(cx, |io, cx| io.poll_flush(cx), |_| false)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().get_mut()).poll_shutdown(cx)
+        self.get_mut()
+            .poll_write_with(cx, |io, cx| io.poll_shutdown(cx), |_| false)
+    }
+}
+
+impl<T> ReturnedIo<T> {
+    /// The stream, if it has already been handed back; otherwise `None`, and the stream can
+    /// still be awaited.
+    pub fn try_take(&mut self) -> Option<T> {
+        self.rx.try_recv().ok()
     }
 }
 

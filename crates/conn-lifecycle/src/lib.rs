@@ -83,7 +83,9 @@
 //!
 //! A request is in flight from the moment the service is called until its response body is
 //! dropped, not until the handler returns: a streaming response keeps its connection busy
-//! and not idle. See [`InFlight`].
+//! and not idle while the application produces it. A response that waits on the peer (a
+//! client that stops reading) does not, or such a client could hold a connection forever.
+//! See [`InFlight`] and [`PolicyBuilder::idle_timeout`].
 
 #![forbid(unsafe_code)]
 // Library code handles every error; tests (allowed in clippy.toml) may unwrap.

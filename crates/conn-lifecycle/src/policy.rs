@@ -82,14 +82,21 @@ pub struct PolicyBuilder {
 }
 
 impl PolicyBuilder {
-    /// Closes a connection once no request has been in flight and no byte has moved for
-    /// `timeout`.
+    /// Closes a connection once the application has worked on none of its requests and no
+    /// byte has moved for `timeout`.
     ///
     /// Default: 60 seconds. `None` disables the timeout (a connection that sends nothing
     /// then stays open until the peer, another trigger or a shutdown ends it). The clock
     /// starts when the connection opens, so a client that completes its handshake and then
-    /// sends nothing is covered. A request whose response is still streaming is in flight,
-    /// not idle. Zero closes a connection as soon as it is idle.
+    /// sends nothing is covered.
+    ///
+    /// A request keeps its connection busy while its handler runs and while its response
+    /// body prepares its next frame, however long that takes: a slow stream is not idle. A
+    /// response that waits on the peer does not: a client that stops reading, or an HTTP/2
+    /// stream it gives no flow-control credit, moves no byte, and the connection counts as
+    /// idle after `timeout`, then closes through the grace period. A request body the client
+    /// stops sending keeps the handler waiting, so it is busy: there only the max age and a
+    /// shutdown end it. Zero closes a connection as soon as it is idle.
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.policy.idle_timeout = timeout.into();
         self

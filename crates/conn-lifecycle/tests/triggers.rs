@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use conn_lifecycle::{CloseReason, Lifecycle, Policy};
+use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{advance, timeout, Instant};
 
@@ -42,28 +43,69 @@ async fn activity_resets_the_idle_timer() {
     drop(client);
 }
 
-// A request in flight (a response still streaming) is not idle, however long it takes.
+// A response the application is still producing (its body has no next frame yet) keeps the
+// connection busy, however long it takes.
 #[tokio::test(start_paused = true)]
 async fn in_flight_request_is_not_idle() {
     let lifecycle = lifecycle(Policy::builder().idle_timeout(SECOND).build());
     let conn = lifecycle.connection();
     let mut service = tower::ServiceBuilder::new().layer(conn.layer()).service_fn(
         |_req: http::Request<()>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
-                bytes::Bytes,
-            >::new()))
+            Ok::<_, std::convert::Infallible>(http::Response::new(NoFrameYet))
         },
     );
     let response = tower::ServiceExt::oneshot(&mut service, http::Request::new(()))
         .await
         .unwrap();
+    let mut body = response.into_body();
+    // The HTTP layer asks for the next frame; the application has none yet.
+    assert!(timeout(Duration::ZERO, body.frame()).await.is_err());
 
     assert!(timeout(SECOND * 30, conn.close_trigger()).await.is_err());
     let released = Instant::now();
-    drop(response);
+    drop(body);
 
     assert_eq!(conn.close_trigger().await, CloseReason::Idle);
     assert_eq!(released.elapsed(), SECOND);
+}
+
+// A response that waits on the peer (handed to the HTTP layer, which does not ask for more,
+// as when a client stops reading) does not keep the connection busy: it is idle one timeout
+// after the handler returned, though still in flight.
+#[tokio::test(start_paused = true)]
+async fn response_waiting_on_the_peer_is_idle() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(SECOND).build());
+    let conn = lifecycle.connection();
+    let mut service = tower::ServiceBuilder::new().layer(conn.layer()).service_fn(
+        |_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"never taken"),
+            )))
+        },
+    );
+    let start = Instant::now();
+    let _response = tower::ServiceExt::oneshot(&mut service, http::Request::new(()))
+        .await
+        .unwrap();
+
+    assert_eq!(conn.close_trigger().await, CloseReason::Idle);
+    assert_eq!(start.elapsed(), SECOND);
+    assert_eq!(conn.in_flight(), 1);
+}
+
+/// A response body that never has a frame ready: an application still producing it.
+struct NoFrameYet;
+
+impl http_body::Body for NoFrameYet {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
 }
 
 // Max age fires between age - jitter and age.

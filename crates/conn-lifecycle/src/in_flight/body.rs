@@ -1,6 +1,6 @@
 use std::fmt;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -16,6 +16,8 @@ pub(crate) struct RequestGuard {
     complete: bool,
     /// This is the last request the policy allows on the connection.
     pub(crate) last: bool,
+    /// The application is working on the request (see `Connection::set_working`).
+    working: bool,
 }
 
 impl RequestGuard {
@@ -26,12 +28,22 @@ impl RequestGuard {
             close_delimited,
             complete: false,
             last,
+            working: true,
+        }
+    }
+
+    /// Records whether the application is working on the request now, or waits on the peer.
+    pub(crate) fn set_working(&mut self, working: bool) {
+        if self.working != working {
+            self.working = working;
+            self.conn.set_working(working);
         }
     }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
+        self.set_working(false);
         self.conn
             .request_finished(self.close_delimited && !self.complete);
     }
@@ -74,7 +86,13 @@ impl<B: Body> Body for InFlightBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        // Pending: the application has yet to produce the frame. Ready: the frame goes to the
+        // HTTP layer, which polls again once the peer has taken what it had.
+        let Poll::Ready(frame) = this.inner.as_mut().poll_frame(cx) else {
+            this.guard.set_working(true);
+            return Poll::Pending;
+        };
+        this.guard.set_working(false);
         // hyper may stop polling once `is_end_stream` is true, so check both.
         if frame.is_none() || this.inner.is_end_stream() {
             this.guard.complete = true;

@@ -49,10 +49,12 @@ where
             let close = HeaderValue::from_static("close");
             response.headers_mut().insert(CONNECTION, close);
         }
-        let guard = this
+        let mut guard = this
             .guard
             .take()
             .expect("ResponseFuture polled after it resolved (a bug in the caller)");
+        // The handler is done; until the HTTP layer polls the body, the request waits on it.
+        guard.set_working(false);
         Poll::Ready(Ok(response.map(|body| InFlightBody::new(body, guard))))
     }
 }
