@@ -363,6 +363,32 @@ fn non_tls_bytes_after_the_handshake_under_shutdown() {
     GARBAGE_TLS.under_shutdown();
 }
 
+// A peer that answers our close_notify with bytes that are not TLS: the wait for its
+// close_notify ends at once and the close is counted. (In debug builds this trips rustls'
+// fatal-alert debug assertion, rustls issue 959, and the task ends with the connection
+// dropped; see harness::assert_no_panic.)
+const GARBAGE_AFTER_CLOSE_NOTIFY: Case = Case {
+    name: "garbage_after_close_notify",
+    script: "hostile.py",
+    args: &["--scenario", "garbage-after-close-notify"],
+    acts_on_go: false,
+    flags: SHORT,
+    bound: IDLE_BOUND,
+    reasons: &["idle", "shutdown"],
+    outcomes: &["peer_error", "dropped"],
+    check: saw_close_notify,
+};
+
+#[test]
+fn non_tls_bytes_after_our_close_notify_under_idle_timeout() {
+    GARBAGE_AFTER_CLOSE_NOTIFY.under_idle_timeout();
+}
+
+#[test]
+fn non_tls_bytes_after_our_close_notify_under_shutdown() {
+    GARBAGE_AFTER_CLOSE_NOTIFY.under_shutdown();
+}
+
 // A peer that resets the connection in the middle of a large response.
 const RESET: Case = Case {
     name: "reset",

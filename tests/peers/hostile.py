@@ -14,6 +14,9 @@ Scenarios:
   garbage-hello    sends garbage instead of a ClientHello
   garbage-http     completes the handshake, then sends garbage inside TLS records
   garbage-tls      completes the handshake, then sends garbage that is not TLS at all
+  garbage-after-close-notify
+                   waits for the server's close_notify, then answers with bytes that are
+                   not TLS
   reset            resets the connection in the middle of a large response
   half-close-body  half-closes TCP in the middle of a POST /echo request body
 """
@@ -136,6 +139,17 @@ def garbage_tls(args):
     tls.sock.close()
 
 
+def garbage_after_close_notify(args):
+    tls = peer.MemoryTls(args, ["http/1.1"])
+    tls.handshake()
+    ready(args, tls.port())
+    data, end = tls.read_to_end()
+    tls.sock.sendall(b"\x17\x03\x03\x00\x40" + GARBAGE[:64])
+    tcp = tls.tcp_end()
+    peer.emit("end", how=end, tcp=tcp, data_len=len(data))
+    tls.sock.close()
+
+
 def reset(args):
     tls = peer.MemoryTls(args, ["http/1.1"])
     tls.handshake()
@@ -178,6 +192,7 @@ SCENARIOS = {
     "garbage-hello": garbage_hello,
     "garbage-http": garbage_http,
     "garbage-tls": garbage_tls,
+    "garbage-after-close-notify": garbage_after_close_notify,
     "reset": reset,
     "half-close-body": half_close_body,
 }
