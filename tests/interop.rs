@@ -16,6 +16,8 @@
 //! /proc, and every wait has a bound. Bounds are the server's configured ones plus a
 //! generous margin; nothing here measures speed.
 
+#[path = "interop/contract.rs"]
+mod contract;
 #[path = "interop/harness.rs"]
 mod harness;
 #[path = "interop/hostile.rs"]

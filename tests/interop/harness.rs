@@ -327,6 +327,11 @@ impl Serve {
         self.process.report()
     }
 
+    /// The lines the server printed on stdout so far (all of them once it has exited).
+    pub(crate) fn stdout_lines(&self) -> &[String] {
+        &self.process.seen
+    }
+
     /// Waits until the server no longer holds the socket of its connection from
     /// `client_port`, that is until it has closed the connection and dropped it; returns
     /// how long after `since` that was seen, polling /proc every 20 ms, up to `bound`.
