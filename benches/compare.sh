@@ -64,9 +64,12 @@ cpu_ns() {
   cat "/proc/$1/task/"*/schedstat 2>/dev/null | awk '{ ns += $1 } END { printf "%.0f\n", ns }'
 }
 
-# CPU time used so far by the finished children of this shell, in milliseconds.
-children_cpu_ms() {
-  times | tail -1 | tr 'ms' '  ' | awk '{ printf "%.0f\n", ($1 * 60 + $2 + $3 * 60 + $4) * 1000 }'
+# Sets CHILDREN_MS to the CPU time used so far by the finished children of this shell, in
+# milliseconds. Not to be called in a subshell, which has children of its own.
+read_children_cpu() {
+  times >"$WORK/times"
+  CHILDREN_MS=$(tail -1 "$WORK/times" | tr 'ms' '  ' |
+    awk '{ printf "%.0f\n", ($1 * 60 + $2 + $3 * 60 + $4) * 1000 }')
 }
 
 # Prints the q-th quantile (0 to 1) of the sorted numbers on standard input.
@@ -160,9 +163,11 @@ load_phase() {
         local before after client_before client_after result rps p50 p99 errors requests
         load_run "$tool" "$url" "$WARMUP" >/dev/null
         before=$(cpu_ns "$pid")
-        client_before=$(children_cpu_ms)
+        read_children_cpu
+        client_before=$CHILDREN_MS
         result=$(load_run "$tool" "$url" "$DURATION")
-        client_after=$(children_cpu_ms)
+        read_children_cpu
+        client_after=$CHILDREN_MS
         after=$(cpu_ns "$pid")
         read -r rps p50 p99 errors requests <<<"$result"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scenario" "$contender" \
