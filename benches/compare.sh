@@ -151,7 +151,8 @@ load_phase() {
 
   local -a scenarios=("h1-small wrk /" "h1-64k wrk /bytes?n=65536"
     "h2-small h2load /" "h2-64k h2load /bytes?n=65536")
-  local -a order=($CONTENDERS)
+  local -a order
+  read -r -a order <<<"$CONTENDERS"
   printf 'round\tscenario\tcontender\trps\tp50_us\tp99_us\terrors\tcpu_pct\tcpu_us_per_request\tclient_cpu_pct\n' \
     >"$RESULTS"
   for round in $(seq "$ROUNDS"); do
