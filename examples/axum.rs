@@ -17,7 +17,9 @@ use rustls::ServerConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
 
     let app = Router::new().route("/", get(|| async { "hello from axum\n" }));
     let policy = Policy::builder()
