@@ -346,7 +346,8 @@ impl Connection {
 
     pub(crate) fn request_finished(&self, cut_close_delimited: bool) {
         let s = &*self.shared;
-        s.touch();
+        // No clock read here: the application's last hand-over (`set_working(false)`, also
+        // run by the guard's drop) already recorded the activity that matters.
         s.in_flight.fetch_sub(1, Relaxed);
         s.lifecycle.counters().request_finished();
         if cut_close_delimited {
