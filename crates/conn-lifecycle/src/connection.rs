@@ -101,7 +101,8 @@ impl Connection {
         self.shared.opened.elapsed()
     }
 
-    /// How long since a byte was last read or written, or a response last finished.
+    /// How long since a byte was last read or written, or the application last handed over
+    /// a response or one of its frames.
     pub fn idle_for(&self) -> Duration {
         Instant::now().saturating_duration_since(self.shared.last_activity())
     }
