@@ -11,6 +11,8 @@
 
 #[path = "serve/routes.rs"]
 mod routes;
+#[path = "serve/tls.rs"]
+mod tls;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -22,9 +24,6 @@ use std::time::Duration;
 use axum_server::tls_rustls::RustlsConfig;
 use clap::Parser;
 use conn_lifecycle_hyper::signal::shutdown_signal;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::ServerConfig;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -53,7 +52,10 @@ async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
     let listener = std::net::TcpListener::bind(args.addr)?;
     let addr = listener.local_addr()?;
-    let tls = RustlsConfig::from_config(tls_config(&args)?);
+    let tls = RustlsConfig::from_config(tls::server_config(
+        args.cert.as_deref(),
+        args.key.as_deref(),
+    )?);
 
     let draining = Arc::new(AtomicBool::new(false));
     let flag = draining.clone();
@@ -77,27 +79,4 @@ async fn main() -> Result<(), BoxError> {
     drop(stdout);
     server.serve(tower::make::Shared::new(service)).await?;
     Ok(())
-}
-
-/// The TLS config: the given PEM files, or a self-signed certificate made now.
-fn tls_config(args: &Args) -> Result<Arc<ServerConfig>, BoxError> {
-    let (chain, key) = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
-            (chain, PrivateKeyDer::from_pem_file(key)?)
-        }
-        _ => {
-            let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-            let certified = rcgen::generate_simple_self_signed(names)?;
-            let key = PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
-            (vec![certified.cert.der().clone()], key.into())
-        }
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }

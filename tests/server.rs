@@ -174,10 +174,9 @@ async fn in_flight_requests_finish_during_shutdown() {
         let result = h2.get("/stream?chunks=5&ms=100").await;
         (result, h2.ended().await)
     });
-    let mut h1 = server.connect(b"http/1.1").await;
-    h1.write_all(b"GET /slow?ms=400 HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    let mut h1 = server
+        .send_http1(b"GET /slow?ms=400 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
     wait_until(|| server.handle.stats().in_flight >= 2).await;
 
     server.handle.shutdown();
@@ -199,10 +198,9 @@ async fn in_flight_requests_finish_during_shutdown() {
 #[tokio::test]
 async fn streaming_http1_cut_at_deadline_is_detectable() {
     let server = TestServer::start(policy()).await;
-    let mut h1 = server.connect(b"http/1.1").await;
-    h1.write_all(b"GET /stream?chunks=1000&ms=20 HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    let mut h1 = server
+        .send_http1(b"GET /stream?chunks=1000&ms=20 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
     wait_until(|| server.handle.stats().in_flight >= 1).await;
 
     server.handle.shutdown_with_grace(SHORT);
@@ -226,10 +224,9 @@ async fn streaming_http1_cut_at_deadline_is_detectable() {
 #[tokio::test]
 async fn close_delimited_response_cut_at_deadline_is_aborted() {
     let server = TestServer::start(policy()).await;
-    let mut h1 = server.connect(b"http/1.1").await;
-    h1.write_all(b"GET /stream?chunks=1000&ms=20 HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
+    let mut h1 = server
+        .send_http1(b"GET /stream?chunks=1000&ms=20 HTTP/1.0\r\n\r\n")
+        .await;
     wait_until(|| server.handle.stats().in_flight >= 1).await;
 
     server.handle.shutdown_with_grace(SHORT);
@@ -281,10 +278,9 @@ async fn client_not_reading_cannot_hold_shutdown() {
         .close_notify_timeout(SHORT)
         .build();
     let server = TestServer::start(policy).await;
-    let mut h1 = server.connect(b"http/1.1").await;
-    h1.write_all(b"GET /bytes?n=67108864 HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    let h1 = server
+        .send_http1(b"GET /bytes?n=67108864 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
     // hyper takes the whole body at once and is still writing it: the request is no longer
     // in flight, but the connection is busy.
     wait_until(|| server.handle.stats().requests >= 1).await;
@@ -308,10 +304,9 @@ async fn client_not_reading_cannot_hold_shutdown() {
 #[tokio::test]
 async fn stop_ends_a_long_grace_at_once() {
     let server = TestServer::start(policy()).await;
-    let mut h1 = server.connect(b"http/1.1").await;
-    h1.write_all(b"GET /slow?ms=60000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    let mut h1 = server
+        .send_http1(b"GET /slow?ms=60000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
     wait_until(|| server.handle.stats().in_flight >= 1).await;
     server.handle.shutdown();
 

@@ -10,6 +10,7 @@
 mod bare;
 mod cli;
 mod routes;
+mod tls;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,8 +19,6 @@ use std::sync::Arc;
 
 use clap::Parser;
 use conn_lifecycle_hyper::{signal, Handle, Policy, Server, Summary};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -45,7 +44,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: cli::Args) -> Result<(), BoxError> {
-    let tls = tls_config(&args)?;
+    let tls = tls::server_config(args.cert.as_deref(), args.key.as_deref())?;
     let listener = TcpListener::bind(args.addr).await?;
     if args.bare {
         bare::run(listener, tls, &args).await
@@ -116,32 +115,4 @@ fn stats_json(summary: &Summary) -> serde_json::Value {
         "reasons": reasons,
         "outcomes": outcomes,
     })
-}
-
-/// The TLS config: the given PEM files, or a self-signed certificate made now.
-fn tls_config(args: &cli::Args) -> Result<Arc<ServerConfig>, BoxError> {
-    let (chain, key) = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| format!("{}: {e}", cert.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{}: {e}", cert.display()))?;
-            let key =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            (chain, key)
-        }
-        _ => {
-            let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-            let certified = rcgen::generate_simple_self_signed(names)?;
-            let key = PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
-            (vec![certified.cert.der().clone()], key.into())
-        }
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }

@@ -64,6 +64,13 @@ impl TestServer {
         connector.connect(server_name(), tcp).await.unwrap()
     }
 
+    /// A new HTTP/1.1 connection on which `request` has been sent.
+    pub(crate) async fn send_http1(&self, request: &[u8]) -> TlsStream<TcpStream> {
+        let mut tls = self.connect(b"http/1.1").await;
+        tls.write_all(request).await.unwrap();
+        tls
+    }
+
     /// Shuts down and returns the summary.
     pub(crate) async fn shutdown(self) -> Summary {
         self.handle.shutdown();
@@ -97,8 +104,7 @@ pub(crate) async fn read_until_end<S: AsyncRead + Unpin>(stream: &mut S) -> (Vec
 
 /// Sends a raw HTTP/1 request on a new connection and reads until the server closes.
 pub(crate) async fn http1_exchange(server: &TestServer, request: &[u8]) -> (String, End) {
-    let mut tls = server.connect(b"http/1.1").await;
-    tls.write_all(request).await.unwrap();
+    let mut tls = server.send_http1(request).await;
     let (received, end) = read_until_end(&mut tls).await;
     (String::from_utf8_lossy(&received).into_owned(), end)
 }
