@@ -126,6 +126,10 @@ impl PolicyBuilder {
     /// Default: `None` (no limit). The last request is served in full; HTTP/1 marks its
     /// response `Connection: close`, HTTP/2 sends GOAWAY. Zero behaves like one, since a
     /// connection cannot refuse the request that tells it the count.
+    ///
+    /// HTTP/2 streams that the client opened before the GOAWAY reached it are still served
+    /// (GOAWAY names the last stream the server will answer), so a client that multiplexes
+    /// may get a few more than `max` on one connection.
     pub fn max_requests(mut self, max: impl Into<Option<u64>>) -> Self {
         self.policy.max_requests = max.into();
         self
