@@ -563,6 +563,16 @@ pub(crate) fn all_events<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> 
     events.iter().filter(|e| e["event"] == name).collect()
 }
 
+/// The `timeline` of a peer's `end` event: what it saw, in order.
+pub(crate) fn timeline(end: &Value) -> Vec<&str> {
+    end["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// Seconds in an event's `t` field, as a duration.
 pub(crate) fn at(event: &Value) -> Duration {
     Duration::from_secs_f64(event["t"].as_f64().expect("events carry t"))

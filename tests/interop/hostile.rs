@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    assert_serves, event, shutdown_bound, Peer, Serve, Stats, Streaming, CLOSE_NOTIFY, GRACE,
-    HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, IDLE, MARGIN, PEER_WAIT, SHORT,
+    assert_serves, event, shutdown_bound, timeline, Peer, Serve, Stats, Streaming, CLOSE_NOTIFY,
+    GRACE, HANDSHAKE_TIMEOUT, HEADER_READ_TIMEOUT, IDLE, MARGIN, PEER_WAIT, SHORT,
 };
 
 /// One hostile peer and what the server must do about it.
@@ -472,12 +472,7 @@ const NO_PING_ACK: Case = Case {
 
 fn no_ping_ack_check(events: &[Value]) {
     let end = end(events);
-    let timeline: Vec<&str> = end["timeline"]
-        .as_array()
-        .expect("timeline")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let timeline = timeline(end);
     // Only the first GOAWAY of the two: the second needs the PING's acknowledgement.
     let expected = [
         "end_stream:1",

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    all_events, at, event, Peer, Serve, CLOSE_NOTIFY, GRACE, IDLE, MARGIN, PEER_WAIT, SHORT,
+    all_events, at, event, timeline, Peer, Serve, CLOSE_NOTIFY, GRACE, IDLE, MARGIN, PEER_WAIT,
+    SHORT,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -52,12 +53,7 @@ fn assert_clean_end(http: Http, events: &[Value], bodies: &[&str]) -> Value {
     assert_eq!(end["reply"], "answered", "{end}");
     assert_eq!(end["tcp"], "fin", "{end}");
     if let Http::Two = http {
-        let timeline: Vec<&str> = end["timeline"]
-            .as_array()
-            .expect("timeline")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let timeline = timeline(&end);
         let position = |item: &str| timeline.iter().position(|t| t.starts_with(item));
         let close_notify = position("close_notify").expect("close_notify in the timeline");
         let goaway = position("goaway:").unwrap_or_else(|| panic!("no GOAWAY: {timeline:?}"));
