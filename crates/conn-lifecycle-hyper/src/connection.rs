@@ -13,7 +13,6 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_rustls::server::TlsStream;
 
-use crate::handle::Handle;
 use crate::server::{App, BoxError, Shared};
 
 /// A connection's TLS stream, boxed once after the handshake.
@@ -26,36 +25,10 @@ type Stream = Box<TlsStream<TcpStream>>;
 
 /// Runs one accepted connection to its end. Every path ends in a recorded close.
 pub(crate) async fn run<S: App>(shared: Arc<Shared<S>>, tcp: TcpStream, conn: Connection) {
-    let _registered = Registered::new(&shared.handle, &conn);
     if let Some(tls) = handshake(&shared, tcp, &conn).await {
         let alpn = tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy);
         tracing::Span::current().record("alpn", alpn.as_deref().unwrap_or("none"));
         serve(&shared, tls, &conn).await;
-    }
-}
-
-/// Keeps a connection registered with the handle until the task that runs it ends, however
-/// it ends.
-///
-/// Released on drop rather than by a call at the end of the task, so that a panic in a
-/// dependency still unregisters the connection (rustls has debug assertions that a peer can
-/// trip): the handle's copy would otherwise keep the connection from ever being counted as
-/// closed.
-struct Registered<'a> {
-    handle: &'a Handle,
-    conn: &'a Connection,
-}
-
-impl<'a> Registered<'a> {
-    fn new(handle: &'a Handle, conn: &'a Connection) -> Self {
-        handle.register(conn);
-        Registered { handle, conn }
-    }
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.handle.unregister(self.conn);
     }
 }
 

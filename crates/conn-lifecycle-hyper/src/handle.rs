@@ -1,10 +1,9 @@
 //! A cloneable handle that controls a running server from the outside.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use conn_lifecycle::{Connection, Lifecycle, StatsSnapshot};
+use conn_lifecycle::{Lifecycle, StatsSnapshot};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -27,14 +26,7 @@ struct Inner {
     /// policy's".
     shutdown: watch::Sender<Option<Option<Duration>>>,
     stop: CancellationToken,
-    running: OnceLock<Running>,
-}
-
-#[derive(Debug)]
-struct Running {
-    lifecycle: Lifecycle,
-    /// Open connections by id, for draining one. Locked on open and close only.
-    connections: Mutex<HashMap<u64, Connection>>,
+    running: OnceLock<Lifecycle>,
 }
 
 impl Handle {
@@ -78,36 +70,38 @@ impl Handle {
 
     /// Asks every connection open now to close gracefully; the server keeps accepting.
     pub fn drain_all(&self) {
-        if let Some(running) = self.inner.running.get() {
-            running.lifecycle.drain_all();
+        if let Some(lifecycle) = self.inner.running.get() {
+            lifecycle.drain_all();
         }
     }
 
     /// Asks the connection with this id (as in its tracing span) to close gracefully.
     /// Returns false if no such connection is open.
     pub fn drain(&self, id: u64) -> bool {
-        let Some(running) = self.inner.running.get() else {
-            return false;
-        };
-        let connections = running
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        connections.get(&id).map(Connection::drain).is_some()
+        self.inner
+            .running
+            .get()
+            .is_some_and(|lifecycle| lifecycle.drain(id))
     }
 
     /// The server's counters now; all zero before it starts.
+    ///
+    /// The request counts are summed over the open connections: meant for metrics and admin
+    /// endpoints, not for every request (see [`Lifecycle::stats`]).
     pub fn stats(&self) -> StatsSnapshot {
         self.inner
             .running
             .get()
-            .map(|running| running.lifecycle.stats())
+            .map(Lifecycle::stats)
             .unwrap_or_default()
     }
 
-    /// How many connections are open now, closing ones included.
+    /// How many connections are open now, closing ones included. Cheap.
     pub fn open_connections(&self) -> u64 {
-        self.stats().open
+        self.inner
+            .running
+            .get()
+            .map_or(0, Lifecycle::open_connections)
     }
 
     /// Whether a shutdown has begun: what a readiness probe should report as "not ready".
@@ -118,11 +112,7 @@ impl Handle {
     // The server's side.
 
     pub(crate) fn attach(&self, lifecycle: Lifecycle) -> bool {
-        let running = Running {
-            lifecycle,
-            connections: Mutex::default(),
-        };
-        self.inner.running.set(running).is_ok()
+        self.inner.running.set(lifecycle).is_ok()
     }
 
     pub(crate) async fn shutdown_requested(&self) -> Option<Duration> {
@@ -137,25 +127,5 @@ impl Handle {
 
     pub(crate) fn stop_token(&self) -> &CancellationToken {
         &self.inner.stop
-    }
-
-    pub(crate) fn register(&self, conn: &Connection) {
-        if let Some(running) = self.inner.running.get() {
-            let mut connections = running
-                .connections
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            connections.insert(conn.id(), conn.clone());
-        }
-    }
-
-    pub(crate) fn unregister(&self, conn: &Connection) {
-        if let Some(running) = self.inner.running.get() {
-            let mut connections = running
-                .connections
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            connections.remove(&conn.id());
-        }
     }
 }

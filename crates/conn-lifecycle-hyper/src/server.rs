@@ -348,7 +348,7 @@ async fn shut_down<S>(
     let grace_end = *shared.shutdown_grace_end.get_or_init(|| started + grace);
     shared.lifecycle.shutdown();
     tracing::info!(
-        open = shared.lifecycle.stats().open,
+        open = shared.lifecycle.open_connections(),
         grace_ms = grace.as_millis() as u64,
         "graceful shutdown started"
     );

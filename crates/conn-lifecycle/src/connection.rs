@@ -18,6 +18,17 @@ use crate::lifecycle::Lifecycle;
 use crate::policy::unit_jitter;
 use crate::reason::{CloseOutcome, CloseReason};
 
+/// One request in flight, in `Shared::load`.
+const IN_FLIGHT: u64 = 1;
+/// One request the application works on, in `Shared::load`.
+const WORKING: u64 = 1 << 32;
+
+/// A `last_activity_ms` meaning "the application handed something over; the time is not
+/// read yet". Handing over is per request and per response frame, so it costs a store, not
+/// a clock read: the write that follows records the real time, and a reader that finds this
+/// value takes its own "now" instead (see `Shared::last_activity`).
+const ACTIVE_NOW: u64 = u64::MAX;
+
 /// One connection's state: requests in flight and served, last activity, age, and whether
 /// and why it is closing.
 ///
@@ -37,12 +48,13 @@ pub(crate) struct Shared {
     drain_epoch: u64,
     /// Absolute max-age deadline, jitter applied.
     max_age_at: Option<Instant>,
-    in_flight: AtomicU64,
-    /// Requests in flight that wait on the application: a handler running, or a response
-    /// body that has not produced its next frame yet. The others wait on the peer.
-    working: AtomicU64,
+    /// Two counts in one word, so that a request's start updates both with one atomic
+    /// operation: requests in flight (low half, [`IN_FLIGHT`]), and those of them that wait
+    /// on the application (high half, [`WORKING`]): a handler running, or a response body
+    /// that has not produced its next frame yet. The others wait on the peer.
+    load: AtomicU64,
     requests: AtomicU64,
-    /// Milliseconds from `opened` to the last byte read or written, or the last response end.
+    /// Milliseconds from `opened` to the last byte read or written, or [`ACTIVE_NOW`].
     last_activity_ms: AtomicU64,
     /// Zero while open; otherwise the closing reason's index plus one.
     closing: AtomicU8,
@@ -75,8 +87,7 @@ impl Connection {
                 drain_epoch,
                 max_age_at,
                 lifecycle,
-                in_flight: AtomicU64::new(0),
-                working: AtomicU64::new(0),
+                load: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 last_activity_ms: AtomicU64::new(0),
                 closing: AtomicU8::new(0),
@@ -104,17 +115,18 @@ impl Connection {
     /// How long since a byte was last read or written, or the application last handed over
     /// a response or one of its frames.
     pub fn idle_for(&self) -> Duration {
-        Instant::now().saturating_duration_since(self.shared.last_activity())
+        let now = Instant::now();
+        now.saturating_duration_since(self.shared.last_activity(now))
     }
 
     /// Requests in flight: received by the service, with a response body not yet dropped.
     pub fn in_flight(&self) -> u64 {
-        self.shared.in_flight.load(Relaxed)
+        self.shared.in_flight()
     }
 
     /// Requests received on this connection so far.
     pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Relaxed)
+        self.shared.requests()
     }
 
     /// Why the connection is closing, once it is.
@@ -207,10 +219,10 @@ impl Connection {
             }
             let idle_at = policy.idle_timeout().map(|timeout| {
                 // A busy connection is not idle; look again one timeout from now.
-                let from = if s.working.load(Relaxed) > 0 {
+                let from = if s.working() > 0 {
                     now
                 } else {
-                    s.last_activity()
+                    s.last_activity(now)
                 };
                 from + timeout
             });
@@ -311,10 +323,8 @@ impl Connection {
     pub(crate) fn request_started(&self) -> bool {
         let s = &*self.shared;
         let requests = s.requests.fetch_add(1, Relaxed) + 1;
-        s.in_flight.fetch_add(1, Relaxed);
         // The handler runs from now on: the application is working on the request.
-        s.working.fetch_add(1, Relaxed);
-        s.lifecycle.counters().request_started();
+        s.load.fetch_add(IN_FLIGHT + WORKING, Relaxed);
         // Wake the trigger once, on the last allowed request, so that its response can still
         // carry `Connection: close`.
         let last = s.lifecycle.policy().max_requests().map(|max| max.max(1)) == Some(requests);
@@ -336,21 +346,26 @@ impl Connection {
     pub(crate) fn set_working(&self, working: bool) {
         let s = &*self.shared;
         if working {
-            s.working.fetch_add(1, Relaxed);
+            s.load.fetch_add(WORKING, Relaxed);
         } else {
             // The idle clock starts when the application hands over, not at the last byte
             // that moved before a long handler.
-            s.touch();
-            s.working.fetch_sub(1, Relaxed);
+            s.mark_active();
+            s.load.fetch_sub(WORKING, Relaxed);
         }
     }
 
-    pub(crate) fn request_finished(&self, cut_close_delimited: bool) {
+    /// Counts a request as finished; `working` says the application was still working on it
+    /// (the request was cancelled).
+    pub(crate) fn request_finished(&self, working: bool, cut_close_delimited: bool) {
         let s = &*self.shared;
-        // No clock read here: the application's last hand-over (`set_working(false)`, also
-        // run by the guard's drop) already recorded the activity that matters.
-        s.in_flight.fetch_sub(1, Relaxed);
-        s.lifecycle.counters().request_finished();
+        if working {
+            s.mark_active();
+            s.load.fetch_sub(IN_FLIGHT + WORKING, Relaxed);
+        } else {
+            // Nothing to record: the application's last hand-over already did.
+            s.load.fetch_sub(IN_FLIGHT, Relaxed);
+        }
         if cut_close_delimited {
             s.cut_close_delimited.store(true, Relaxed);
         }
@@ -372,19 +387,52 @@ impl Shared {
         self.write_waker.register(waker);
     }
 
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.load.load(Relaxed) & (WORKING - 1)
+    }
+
+    fn working(&self) -> u64 {
+        self.load.load(Relaxed) >> 32
+    }
+
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+
     /// Records activity now. Called on every read and write: one clock read and one store.
     pub(crate) fn touch(&self) {
         let ms = self.opened.elapsed().as_millis() as u64;
         self.last_activity_ms.store(ms, Relaxed);
     }
 
-    fn last_activity(&self) -> Instant {
-        self.opened + Duration::from_millis(self.last_activity_ms.load(Relaxed))
+    /// Records activity now without reading the clock: see [`ACTIVE_NOW`].
+    fn mark_active(&self) {
+        self.last_activity_ms.store(ACTIVE_NOW, Relaxed);
+    }
+
+    /// When the last activity was; `now` if the application handed something over and no
+    /// byte has moved since, in which case `now` is also recorded as its time.
+    ///
+    /// Taking the reader's "now" only ever makes the connection look busier: at worst an
+    /// idle timeout counts from a check made after the hand-over instead of from the
+    /// hand-over itself, and only when no byte moved after it.
+    fn last_activity(&self, now: Instant) -> Instant {
+        let ms = self.last_activity_ms.load(Relaxed);
+        if ms != ACTIVE_NOW {
+            return self.opened + Duration::from_millis(ms);
+        }
+        let now_ms = now.saturating_duration_since(self.opened).as_millis() as u64;
+        // A write may have recorded a real time meanwhile; it wins.
+        let _ = self
+            .last_activity_ms
+            .compare_exchange(ACTIVE_NOW, now_ms, Relaxed, Relaxed);
+        now
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        self.lifecycle.forget(self.id, self.requests());
         if !self.closed.load(Relaxed) {
             let was_closing = self.closing.load(Relaxed) != 0;
             let reason = match self.closing.load(Relaxed) {

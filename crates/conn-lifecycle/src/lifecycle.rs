@@ -1,12 +1,13 @@
 //! The server-wide side: one policy, shared counters, and the drain and shutdown signals.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Shared};
 use crate::policy::Policy;
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -28,6 +29,18 @@ struct Inner {
     /// Bumped by `drain_all`; each connection remembers the value it started with.
     drain_epoch: watch::Sender<u64>,
     shutdown: CancellationToken,
+    /// The connections not yet dropped, for draining one by id and for the request counts
+    /// of a snapshot. Locked when a connection opens or is dropped, and by those two calls.
+    open: Mutex<Open>,
+    /// The highest request count a snapshot reported, so that the count never goes back.
+    requests_reported: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    by_id: HashMap<u64, Weak<Shared>>,
+    /// Requests received on connections since dropped.
+    closed_requests: u64,
 }
 
 impl Lifecycle {
@@ -40,6 +53,8 @@ impl Lifecycle {
                 next_id: AtomicU64::new(1),
                 drain_epoch: watch::Sender::new(0),
                 shutdown: CancellationToken::new(),
+                open: Mutex::default(),
+                requests_reported: AtomicU64::new(0),
             }),
         }
     }
@@ -53,7 +68,20 @@ impl Lifecycle {
     pub fn connection(&self) -> Connection {
         let id = self.inner.next_id.fetch_add(1, Relaxed);
         self.inner.stats.opened();
-        Connection::new(id, self.clone())
+        let conn = Connection::new(id, self.clone());
+        let weak = Arc::downgrade(&conn.shared);
+        self.open().by_id.insert(id, weak);
+        conn
+    }
+
+    /// Asks the open connection with this id to close gracefully, as [`Connection::drain`]
+    /// does. Returns false if no such connection is open.
+    pub fn drain(&self, id: u64) -> bool {
+        let found = self.open().by_id.get(&id).and_then(Weak::upgrade);
+        // Out of the lock: if the connection ended meanwhile, this was the last reference,
+        // and dropping it takes the lock.
+        let found = found.map(|shared| Connection { shared });
+        found.as_ref().map(Connection::drain).is_some()
     }
 
     /// Asks every connection open now to close gracefully, with [`CloseReason::Drain`].
@@ -88,8 +116,29 @@ impl Lifecycle {
     }
 
     /// The counters, as of now.
+    ///
+    /// The request counts are summed over the open connections, so this takes a lock and a
+    /// little time per open connection: fine for metrics and admin endpoints, not meant for
+    /// every request. [`Lifecycle::open_connections`] is the cheap one.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
+        let (live, closed_requests) = {
+            let open = self.open();
+            let live: Vec<_> = open.by_id.values().filter_map(Weak::upgrade).collect();
+            (live, open.closed_requests)
+        };
+        let in_flight = live.iter().map(|shared| shared.in_flight()).sum();
+        let requests = closed_requests + live.iter().map(|s| s.requests()).sum::<u64>();
+        // Out of the lock, for the same reason as in `drain`.
+        drop(live);
+        // A connection dropped just before the lock was taken is in neither sum.
+        let reported = self.inner.requests_reported.fetch_max(requests, Relaxed);
+        self.inner.stats.snapshot(in_flight, requests.max(reported))
+    }
+
+    /// How many connections are open now (opened and not yet closed, closing ones
+    /// included), without the cost of a full [`Lifecycle::stats`].
+    pub fn open_connections(&self) -> u64 {
+        self.inner.stats.open()
     }
 
     pub(crate) fn counters(&self) -> &Stats {
@@ -102,6 +151,21 @@ impl Lifecycle {
 
     pub(crate) fn drain_epoch(&self) -> watch::Receiver<u64> {
         self.inner.drain_epoch.subscribe()
+    }
+
+    /// Called as a connection's state is dropped: keeps its request count, forgets the rest.
+    pub(crate) fn forget(&self, id: u64, requests: u64) {
+        let mut open = self.open();
+        open.by_id.remove(&id);
+        open.closed_requests += requests;
+    }
+
+    fn open(&self) -> MutexGuard<'_, Open> {
+        // The lock guards plain bookkeeping that a panic cannot leave half done.
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -97,6 +97,12 @@ impl PolicyBuilder {
     /// idle after `timeout`, then closes through the grace period. A request body the client
     /// stops sending keeps the handler waiting, so it is busy: there only the max age and a
     /// shutdown end it. Zero closes a connection as soon as it is idle.
+    ///
+    /// The clock restarts at every read and write, and when the application hands over a
+    /// response or one of its frames. A hand-over records no time of its own (that would be
+    /// a clock read per request): the write that follows it does. If no byte moves after a
+    /// hand-over, the timeout counts from the trigger's next check instead, which can add up
+    /// to one more `timeout`, never less.
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.policy.idle_timeout = timeout.into();
         self

@@ -19,8 +19,6 @@ struct Counters {
     opened: AtomicU64,
     closing: AtomicU64,
     closed: AtomicU64,
-    in_flight: AtomicU64,
-    requests: AtomicU64,
     by_reason: [AtomicU64; REASONS],
     by_outcome: [AtomicU64; OUTCOMES],
 }
@@ -44,16 +42,14 @@ impl Stats {
         c.by_outcome[outcome.index()].fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn request_started(&self) {
-        self.inner.in_flight.fetch_add(1, Relaxed);
-        self.inner.requests.fetch_add(1, Relaxed);
+    /// Connections opened and not yet closed.
+    pub(crate) fn open(&self) -> u64 {
+        let closed = self.inner.closed.load(Relaxed);
+        self.inner.opened.load(Relaxed).saturating_sub(closed)
     }
 
-    pub(crate) fn request_finished(&self) {
-        self.inner.in_flight.fetch_sub(1, Relaxed);
-    }
-
-    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+    /// The counters, with the request counts summed from the connections by the caller.
+    pub(crate) fn snapshot(&self, in_flight: u64, requests: u64) -> StatsSnapshot {
         let c = &self.inner;
         let closed = c.closed.load(Relaxed);
         let opened = c.opened.load(Relaxed);
@@ -62,8 +58,8 @@ impl Stats {
             open: opened.saturating_sub(closed),
             closing: c.closing.load(Relaxed),
             closed,
-            in_flight: c.in_flight.load(Relaxed),
-            requests: c.requests.load(Relaxed),
+            in_flight,
+            requests,
             by_reason: std::array::from_fn(|i| c.by_reason[i].load(Relaxed)),
             by_outcome: std::array::from_fn(|i| c.by_outcome[i].load(Relaxed)),
         }
@@ -72,8 +68,10 @@ impl Stats {
 
 /// A copy of a server's counters at one moment.
 ///
-/// Each counter is read on its own, without a lock, so a snapshot taken while connections
-/// open and close may be off by the few that changed during the read.
+/// The connection counters are read one by one, without a lock, so a snapshot taken while
+/// connections open and close may be off by the few that changed during the read. The
+/// request counts are summed over the open connections when the snapshot is taken (requests
+/// cost no server-wide update that way), so taking one costs a little per open connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// Connections opened since the start.

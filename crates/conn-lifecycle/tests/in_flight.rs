@@ -131,3 +131,27 @@ async fn stats_count_requests_across_connections() {
     drop((ra, rb));
     assert_eq!(lifecycle.stats().in_flight, 0);
 }
+
+// Requests served on connections since dropped still count, and the count never goes back.
+#[tokio::test]
+async fn stats_keep_the_requests_of_dropped_connections() {
+    let lifecycle = Lifecycle::default();
+    let gone = lifecycle.connection();
+    let kept = lifecycle.connection();
+    for conn in [&gone, &gone, &kept] {
+        let response = ServiceBuilder::new()
+            .layer(conn.layer())
+            .service_fn(|_req: http::Request<()>| async {
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            })
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap();
+        drop(response);
+    }
+    assert_eq!(lifecycle.stats().requests, 3);
+
+    drop(gone);
+    let stats = lifecycle.stats();
+    assert_eq!((stats.requests, stats.in_flight, stats.closed), (3, 0, 1));
+}

@@ -93,6 +93,69 @@ async fn response_waiting_on_the_peer_is_idle() {
     assert_eq!(conn.in_flight(), 1);
 }
 
+// After a handler longer than the idle timeout, the idle clock counts from its hand-over,
+// not from the last byte before it. The hand-over reads no clock (the write that normally
+// follows it does), so with no byte after it the timeout may count from the trigger's next
+// check instead: later, by at most one timeout, never earlier.
+#[tokio::test(start_paused = true)]
+async fn idle_counts_from_the_hand_over_after_a_long_handler() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(SECOND).build());
+    let conn = lifecycle.connection();
+    let trigger = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.close_trigger().await }
+    });
+    let mut service = tower::ServiceBuilder::new().layer(conn.layer()).service_fn(
+        |_req: http::Request<()>| async {
+            tokio::time::sleep(SECOND * 5 + SECOND / 2).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"late"),
+            )))
+        },
+    );
+    let _response = tower::ServiceExt::oneshot(&mut service, http::Request::new(()))
+        .await
+        .unwrap();
+    let handed_over = Instant::now();
+
+    assert_eq!(trigger.await.unwrap(), CloseReason::Idle);
+    let idle = handed_over.elapsed();
+    assert!(idle >= SECOND && idle <= SECOND * 2, "idle after {idle:?}");
+}
+
+// A byte that moves after the hand-over gives the idle clock its exact start.
+#[tokio::test(start_paused = true)]
+async fn a_write_after_the_hand_over_starts_the_idle_clock() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(SECOND).build());
+    let conn = lifecycle.connection();
+    // Already waiting before the request, so that its first look after the hand-over
+    // comes after the write too.
+    let trigger = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.close_trigger().await }
+    });
+    tokio::task::yield_now().await;
+    let (client, server) = tokio::io::duplex(64);
+    let (mut io, _returned) = conn.wrap_io(server);
+    let mut service = tower::ServiceBuilder::new().layer(conn.layer()).service_fn(
+        |_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"hi"),
+            )))
+        },
+    );
+    let _response = tower::ServiceExt::oneshot(&mut service, http::Request::new(()))
+        .await
+        .unwrap();
+    advance(SECOND / 2).await;
+    io.write_all(b"hi").await.unwrap();
+    let written = Instant::now();
+
+    assert_eq!(trigger.await.unwrap(), CloseReason::Idle);
+    assert_eq!(written.elapsed(), SECOND);
+    drop(client);
+}
+
 /// A response body that never has a frame ready: an application still producing it.
 struct NoFrameYet;
 
@@ -170,6 +233,24 @@ async fn drain_one_connection() {
     let other = lifecycle.connection();
 
     drained.drain();
+
+    assert_eq!(drained.close_trigger().await, CloseReason::Drain);
+    assert!(timeout(SECOND, other.close_trigger()).await.is_err());
+}
+
+// A connection can be drained by its id through the lifecycle, as long as it exists.
+#[tokio::test(start_paused = true)]
+async fn drain_one_connection_by_id() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(None).build());
+    let drained = lifecycle.connection();
+    let other = lifecycle.connection();
+    let gone = lifecycle.connection().id();
+
+    assert!(lifecycle.drain(drained.id()));
+    assert!(
+        !lifecycle.drain(gone),
+        "a dropped connection is no longer found"
+    );
 
     assert_eq!(drained.close_trigger().await, CloseReason::Drain);
     assert!(timeout(SECOND, other.close_trigger()).await.is_err());

@@ -21,6 +21,7 @@ pub(crate) struct RequestGuard {
 }
 
 impl RequestGuard {
+    #[inline]
     pub(crate) fn new(conn: Connection, close_delimited: bool) -> Self {
         let last = conn.request_started();
         RequestGuard {
@@ -33,6 +34,7 @@ impl RequestGuard {
     }
 
     /// Records whether the application is working on the request now, or waits on the peer.
+    #[inline]
     pub(crate) fn set_working(&mut self, working: bool) {
         if self.working != working {
             self.working = working;
@@ -42,10 +44,11 @@ impl RequestGuard {
 }
 
 impl Drop for RequestGuard {
+    #[inline]
     fn drop(&mut self) {
-        self.set_working(false);
+        let cut_close_delimited = self.close_delimited && !self.complete;
         self.conn
-            .request_finished(self.close_delimited && !self.complete);
+            .request_finished(self.working, cut_close_delimited);
     }
 }
 
@@ -61,6 +64,7 @@ pin_project! {
 }
 
 impl<B: Body> InFlightBody<B> {
+    #[inline]
     pub(crate) fn new(inner: B, mut guard: RequestGuard) -> Self {
         // A body of known length is framed by its length even in HTTP/1.0.
         if inner.size_hint().exact().is_some() {
@@ -81,6 +85,7 @@ impl<B: Body> Body for InFlightBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -26,6 +26,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(crate) fn new(inner: F, guard: RequestGuard, close_after: bool) -> Self {
         ResponseFuture {
             inner,
@@ -42,6 +43,7 @@ where
 {
     type Output = Result<Response<InFlightBody<B>>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
