@@ -26,10 +26,18 @@ type Stream = Box<TlsStream<TcpStream>>;
 /// Runs one accepted connection to its end. Every path ends in a recorded close.
 pub(crate) async fn run<S: App>(shared: Arc<Shared<S>>, tcp: TcpStream, conn: Connection) {
     if let Some(tls) = handshake(&shared, tcp, &conn).await {
-        let alpn = tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy);
-        tracing::Span::current().record("alpn", alpn.as_deref().unwrap_or("none"));
+        record_alpn(&tls);
         serve(&shared, tls, &conn).await;
     }
+}
+
+/// Names the negotiated protocol in the connection's span.
+///
+/// A function of its own, so that the name's buffer is not kept in the connection's task
+/// for as long as it serves.
+fn record_alpn(tls: &Stream) {
+    let alpn = tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy);
+    tracing::Span::current().record("alpn", alpn.as_deref().unwrap_or("none"));
 }
 
 /// The TLS handshake, bounded by the handshake timeout, by the end of a shutdown's grace

@@ -62,8 +62,9 @@ pub(crate) struct Shared {
     drain_requested: AtomicBool,
     /// Set when a response framed by the end of the connection was dropped before its end.
     cut_close_delimited: AtomicBool,
-    /// Wakes the close trigger on rare events only (drain, last request), never per request.
-    events: Notify,
+    /// Wakes the close trigger on rare events only (drain, shutdown, last request), never
+    /// per request.
+    pub(crate) events: Notify,
     /// Set by `interrupt_io`: the IO wrapper then ends reads and fails writes.
     interrupted: AtomicBool,
     /// The tasks waiting in the IO wrapper, woken by `interrupt_io`.
@@ -79,7 +80,7 @@ impl Connection {
             let jitter = policy.max_age_jitter().mul_f64(unit_jitter(id));
             opened + age.saturating_sub(jitter)
         });
-        let drain_epoch = *lifecycle.drain_epoch().borrow();
+        let drain_epoch = lifecycle.drain_epoch();
         Connection {
             shared: Arc::new(Shared {
                 id,
@@ -148,7 +149,7 @@ impl Connection {
     /// does the rest.
     pub fn drain(&self) {
         self.shared.drain_requested.store(true, Relaxed);
-        self.shared.events.notify_one();
+        self.shared.events.notify_waiters();
     }
 
     /// Marks the connection as closing for `reason`. Returns false, and changes nothing, if
@@ -198,16 +199,23 @@ impl Connection {
     pub async fn close_trigger(&self) -> CloseReason {
         let s = &*self.shared;
         let policy = s.lifecycle.policy();
-        let shutdown = s.lifecycle.shutdown_token();
-        let mut drain_epoch = s.lifecycle.drain_epoch();
         let max_requests = policy.max_requests().map(|max| max.max(1));
+        // One timer and one notification for every trigger, reused from one look to the
+        // next: this future lives as long as the connection.
+        let sleep = sleep_until(Instant::now());
+        tokio::pin!(sleep);
 
         loop {
-            if shutdown.is_cancelled() {
+            // Listening before looking, so that an event between the look and the wait is
+            // not missed.
+            let event = s.events.notified();
+            tokio::pin!(event);
+            event.as_mut().enable();
+
+            if s.lifecycle.is_shutting_down() {
                 return CloseReason::Shutdown;
             }
-            if s.drain_requested.load(Relaxed) || *drain_epoch.borrow_and_update() != s.drain_epoch
-            {
+            if s.drain_requested.load(Relaxed) || s.lifecycle.drain_epoch() != s.drain_epoch {
                 return CloseReason::Drain;
             }
             if max_requests.is_some_and(|max| self.requests() >= max) {
@@ -234,16 +242,13 @@ impl Connection {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if let Some(at) = wake_at {
+                sleep.as_mut().reset(at);
+            }
             tokio::select! {
-                _ = shutdown.cancelled() => {}
-                changed = drain_epoch.changed() => {
-                    if changed.is_err() {
-                        // The lifecycle is gone; only the other triggers remain.
-                        std::future::pending::<()>().await;
-                    }
-                }
-                _ = s.events.notified() => {}
-                _ = sleep_until(wake_at.unwrap_or(now)), if wake_at.is_some() => {}
+                biased;
+                _ = event => {}
+                _ = sleep.as_mut(), if wake_at.is_some() => {}
             }
         }
     }
@@ -332,7 +337,7 @@ impl Connection {
             // Closing starts now: hyper may finish the connection on its own after this
             // response, before the trigger runs.
             self.start_closing(CloseReason::MaxRequests);
-            s.events.notify_one();
+            s.events.notify_waiters();
         }
         last
     }

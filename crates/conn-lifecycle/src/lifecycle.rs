@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Connection, Shared};
@@ -27,7 +26,7 @@ struct Inner {
     stats: Stats,
     next_id: AtomicU64,
     /// Bumped by `drain_all`; each connection remembers the value it started with.
-    drain_epoch: watch::Sender<u64>,
+    drain_epoch: AtomicU64,
     shutdown: CancellationToken,
     /// The connections not yet dropped, for draining one by id and for the request counts
     /// of a snapshot. Locked when a connection opens or is dropped, and by those two calls.
@@ -51,7 +50,7 @@ impl Lifecycle {
                 policy,
                 stats: Stats::default(),
                 next_id: AtomicU64::new(1),
-                drain_epoch: watch::Sender::new(0),
+                drain_epoch: AtomicU64::new(0),
                 shutdown: CancellationToken::new(),
                 open: Mutex::default(),
                 requests_reported: AtomicU64::new(0),
@@ -91,7 +90,8 @@ impl Lifecycle {
     ///
     /// [`CloseReason::Drain`]: crate::CloseReason::Drain
     pub fn drain_all(&self) {
-        self.inner.drain_epoch.send_modify(|epoch| *epoch += 1);
+        self.inner.drain_epoch.fetch_add(1, Relaxed);
+        self.wake_all();
     }
 
     /// Starts the graceful shutdown: every connection, open now or later, closes with
@@ -103,6 +103,7 @@ impl Lifecycle {
             tracing::debug!("shutdown signalled");
         }
         self.inner.shutdown.cancel();
+        self.wake_all();
     }
 
     /// Whether [`Lifecycle::shutdown`] has been called; what a readiness probe reports.
@@ -145,12 +146,26 @@ impl Lifecycle {
         &self.inner.stats
     }
 
-    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
-        &self.inner.shutdown
+    pub(crate) fn drain_epoch(&self) -> u64 {
+        self.inner.drain_epoch.load(Relaxed)
     }
 
-    pub(crate) fn drain_epoch(&self) -> watch::Receiver<u64> {
-        self.inner.drain_epoch.subscribe()
+    /// Wakes the close trigger of every open connection, so that it looks at the signals.
+    ///
+    /// Each connection waits on its own notification rather than on server-wide ones: its
+    /// close trigger stays small, and is cheap to poll at every wake of its task. A
+    /// connection that opens during this call looks at the signals before it first waits.
+    fn wake_all(&self) {
+        let open: Vec<_> = self
+            .open()
+            .by_id
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        // Out of the lock, for the same reason as in `drain`.
+        for shared in open {
+            shared.events.notify_waiters();
+        }
     }
 
     /// Called as a connection's state is dropped: keeps its request count, forgets the rest.

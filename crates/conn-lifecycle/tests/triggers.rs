@@ -256,6 +256,29 @@ async fn drain_one_connection_by_id() {
     assert!(timeout(SECOND, other.close_trigger()).await.is_err());
 }
 
+// Every close trigger waiting on a connection hears of an event, not just one of them.
+#[tokio::test(start_paused = true)]
+async fn every_waiting_trigger_sees_a_drain() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(None).build());
+    let conn = lifecycle.connection();
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.close_trigger().await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+
+    lifecycle.drain_all();
+
+    for trigger in waiting {
+        assert_eq!(
+            timeout(SECOND, trigger).await.unwrap().unwrap(),
+            CloseReason::Drain
+        );
+    }
+}
+
 // Draining all connections reaches those open now, not those opened afterwards.
 #[tokio::test(start_paused = true)]
 async fn drain_all_spares_later_connections() {
