@@ -152,11 +152,12 @@ async fn serve_http<S: App>(
     tokio::pin!(http);
     let stop = shared.handle.stop_token();
 
-    // Serving -> Closing: hyper ended by itself, or a trigger fired.
+    // Serving -> Closing: hyper ended by itself, or a trigger fired. A stop fires the
+    // trigger too (it starts the lifecycle's shutdown), so this select polls two futures at
+    // every wake of the task rather than three.
     let reason = tokio::select! {
         result = http.as_mut() => return ended_by_itself(result),
         reason = conn.close_trigger() => reason,
-        _ = stop.cancelled() => CloseReason::Shutdown,
     };
     conn.start_closing(reason);
     if stop.is_cancelled() {
@@ -192,7 +193,9 @@ fn forced<S>(
     let in_flight = conn.in_flight();
     if busy {
         shared.forced.fetch_add(1, Relaxed);
-        tracing::warn!(reason = %reason, in_flight, "closing a busy connection at its deadline");
+        // With its own id: the connection's span may be filtered out.
+        let id = conn.id();
+        tracing::warn!(id, reason = %reason, in_flight, "closing a busy connection at its deadline");
     } else {
         tracing::debug!(reason = %reason, "closing an idle connection at its deadline");
     }

@@ -66,6 +66,10 @@ impl Handle {
     /// still with a bounded close_notify.
     pub fn stop(&self) {
         self.inner.stop.cancel();
+        // Every connection's close trigger fires on the shutdown; each then sees the stop.
+        if let Some(lifecycle) = self.inner.running.get() {
+            lifecycle.shutdown();
+        }
     }
 
     /// Asks every connection open now to close gracefully; the server keeps accepting.

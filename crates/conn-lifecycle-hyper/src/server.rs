@@ -20,7 +20,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
-use tracing::Instrument;
+use tracing::{Instrument, Level, Span};
 
 use crate::connection;
 use crate::handle::Handle;
@@ -75,6 +75,7 @@ pub struct Server {
     handshake_timeout: Duration,
     max_connections: Option<usize>,
     tcp_nodelay: bool,
+    span_level: Level,
     handle: Handle,
     signal: Option<Signal>,
     http: auto::Builder<TokioExecutor>,
@@ -106,6 +107,7 @@ impl Server {
             handshake_timeout: Duration::from_secs(10),
             max_connections: None,
             tcp_nodelay: false,
+            span_level: Level::DEBUG,
             handle: Handle::new(),
             signal: None,
             http,
@@ -170,6 +172,20 @@ impl Server {
         self
     }
 
+    /// The level of the span each connection runs in. Default: `DEBUG`.
+    ///
+    /// The span, named `connection`, carries the connection's `id` (the one
+    /// [`Handle::drain`] takes), the `peer` address and the negotiated `alpn`; every event
+    /// logged inside the connection, your handlers' included, has it as a parent when it is
+    /// enabled. At `INFO` it shows in a default log setup, at a price: with
+    /// tracing-subscriber's `fmt` layer, an enabled span costs about 650 bytes per open
+    /// connection (measured in `BENCHMARKS.md`), a third of what the whole lifecycle adds
+    /// otherwise. A span that the subscriber filters out costs nothing.
+    pub fn connection_span_level(mut self, level: Level) -> Self {
+        self.span_level = level;
+        self
+    }
+
     /// Controls the server through `handle`. Default: a handle of its own, out of reach.
     pub fn handle(mut self, handle: Handle) -> Self {
         self.handle = handle;
@@ -230,6 +246,7 @@ impl Server {
             lifecycle,
             handle: self.handle,
             handshake_timeout: self.handshake_timeout,
+            span_level: self.span_level,
             shutdown_grace_end: OnceLock::new(),
             forced: AtomicU64::new(0),
             abandoned: AtomicU64::new(0),
@@ -261,6 +278,7 @@ impl std::fmt::Debug for Server {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_connections", &self.max_connections)
             .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("span_level", &self.span_level)
             .finish_non_exhaustive()
     }
 }
@@ -319,12 +337,7 @@ async fn accept_loop<S: App>(
         }
 
         let conn = shared.lifecycle.connection();
-        let span = tracing::info_span!(
-            "connection",
-            id = conn.id(),
-            peer = %peer,
-            alpn = tracing::field::Empty
-        );
+        let span = connection_span(shared.span_level, conn.id(), peer);
         let shared = shared.clone();
         tracker.spawn(
             async move {
@@ -333,6 +346,23 @@ async fn accept_loop<S: App>(
             }
             .instrument(span),
         );
+    }
+}
+
+/// The span a connection runs in, at `level`.
+fn connection_span(level: Level, id: u64, peer: SocketAddr) -> Span {
+    // A span's level is part of its static description, hence one call per level.
+    macro_rules! span {
+        ($level:expr) => {
+            tracing::span!($level, "connection", id, peer = %peer, alpn = tracing::field::Empty)
+        };
+    }
+    match level {
+        Level::ERROR => span!(Level::ERROR),
+        Level::WARN => span!(Level::WARN),
+        Level::INFO => span!(Level::INFO),
+        Level::DEBUG => span!(Level::DEBUG),
+        _ => span!(Level::TRACE),
     }
 }
 
@@ -382,6 +412,7 @@ pub(crate) struct Shared<S> {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) handle: Handle,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) span_level: Level,
     /// When the shutdown's grace period ends; set when the shutdown starts.
     pub(crate) shutdown_grace_end: OnceLock<Instant>,
     pub(crate) forced: AtomicU64,

@@ -156,14 +156,14 @@ impl Lifecycle {
     /// close trigger stays small, and is cheap to poll at every wake of its task. A
     /// connection that opens during this call looks at the signals before it first waits.
     fn wake_all(&self) {
-        let open: Vec<_> = self
-            .open()
-            .by_id
-            .values()
-            .filter_map(Weak::upgrade)
+        let mut open: Vec<_> = (self.open().by_id.iter())
+            .filter_map(|(id, shared)| Some((*id, shared.upgrade()?)))
             .collect();
+        // In the order the connections opened, which is about the order their memory was
+        // allocated in: the tasks then run through it in order too.
+        open.sort_unstable_by_key(|(id, _)| *id);
         // Out of the lock, for the same reason as in `drain`.
-        for shared in open {
+        for (_, shared) in open {
             shared.events.notify_waiters();
         }
     }
