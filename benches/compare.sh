@@ -14,6 +14,8 @@
 # The server runs on CPU SERVER_CPU and every client on CLIENT_CPU. Every load run is bounded
 # by DURATION seconds; the idle clients by their own timeouts. Needs: cargo, taskset, wrk and
 # h2load (Debian: apt-get install wrk nghttp2-client). A full run takes about 8 minutes.
+# To measure a change, add the contender "before" and set BEFORE_SERVE to the `serve` binary
+# of the other tree (copied out of its target directory, as cargo reuses the same names).
 # Settings come from the environment; the defaults are below. Raw results are kept in
 # target/bench-compare/.
 
@@ -85,6 +87,7 @@ start_server() {
   local -a command
   case $contender in
     lifecycle) command=("$EXAMPLES/serve") ;;
+    before) command=("${BEFORE_SERVE:?set BEFORE_SERVE to a serve binary built from another commit}") ;;
     bare) command=("$EXAMPLES/serve" --bare) ;;
     axum-server) command=("$EXAMPLES/axum_server_bench") ;;
     *) echo "$0: unknown contender $contender" >&2; exit 2 ;;
