@@ -325,6 +325,7 @@ impl Connection {
     }
 
     /// Counts a new request; returns true if it is the last one the policy allows.
+    #[inline]
     pub(crate) fn request_started(&self) -> bool {
         let s = &*self.shared;
         let requests = s.requests.fetch_add(1, Relaxed) + 1;
@@ -348,6 +349,7 @@ impl Connection {
     /// Only requests the application works on keep a connection from being idle: a response
     /// the peer does not take (it stops reading, or gives an HTTP/2 stream no flow-control
     /// credit) moves no byte, and such a peer must not hold the connection forever.
+    #[inline]
     pub(crate) fn set_working(&self, working: bool) {
         let s = &*self.shared;
         if working {
@@ -362,6 +364,7 @@ impl Connection {
 
     /// Counts a request as finished; `working` says the application was still working on it
     /// (the request was cancelled).
+    #[inline]
     pub(crate) fn request_finished(&self, working: bool, cut_close_delimited: bool) {
         let s = &*self.shared;
         if working {
@@ -411,6 +414,7 @@ impl Shared {
     }
 
     /// Records activity now without reading the clock: see [`ACTIVE_NOW`].
+    #[inline]
     fn mark_active(&self) {
         self.last_activity_ms.store(ACTIVE_NOW, Relaxed);
     }

@@ -96,7 +96,9 @@ impl PolicyBuilder {
     /// stream it gives no flow-control credit, moves no byte, and the connection counts as
     /// idle after `timeout`, then closes through the grace period. A request body the client
     /// stops sending keeps the handler waiting, so it is busy: there only the max age and a
-    /// shutdown end it. Zero closes a connection as soon as it is idle.
+    /// shutdown end it, unless the handler bounds its reads (tower-http's
+    /// `RequestBodyTimeoutLayer` does, for every route). Zero closes a connection as soon as
+    /// it is idle.
     ///
     /// The clock restarts at every read and write, and when the application hands over a
     /// response or one of its frames. A hand-over records no time of its own (that would be
