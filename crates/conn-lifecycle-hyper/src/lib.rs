@@ -54,6 +54,13 @@
 //! a client that never reads, never answers a PING or stalls its handshake cannot hold it.
 //! [`Handle::stop`] ends it at once, still with close_notify on every connection.
 //!
+//! # Logs and counters
+//!
+//! Every connection runs in a `connection` span (its `id`, `peer` and `alpn`), at `DEBUG`
+//! unless [`Server::connection_span_level`] says otherwise; closes are logged at `DEBUG`
+//! with their reason and outcome, and a busy connection closed at its deadline at `WARN`.
+//! [`Handle::stats`] counts connections by close reason and outcome, and requests.
+//!
 //! # With your own accept loop
 //!
 //! The pieces are in `conn-lifecycle`: a `Lifecycle` per server, a `Connection` per
