@@ -58,11 +58,12 @@ async fn main() -> Result<(), BoxError> {
     )?);
 
     let draining = Arc::new(AtomicBool::new(false));
-    let flag = draining.clone();
-    let service = tower::service_fn(move |request| {
-        let flag = flag.clone();
-        routes::route(request, Arc::new(move || flag.load(Relaxed)))
-    });
+    // Built once and cloned per request, as `serve` does: the same work in every contender.
+    let is_draining: routes::Draining = {
+        let flag = draining.clone();
+        Arc::new(move || flag.load(Relaxed))
+    };
+    let service = tower::service_fn(move |request| routes::route(request, is_draining.clone()));
 
     let handle = axum_server::Handle::new();
     let on_signal = handle.clone();

@@ -25,11 +25,13 @@ pub(crate) async fn run(
     let graceful = GracefulShutdown::new();
     let draining = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(AtomicU64::new(0));
-    let flag = draining.clone();
-    let service = hyper::service::service_fn(move |request| {
-        let flag = flag.clone();
-        routes::route(request, Arc::new(move || flag.load(Relaxed)))
-    });
+    // Built once and cloned per request, as `serve` does: the same work in both modes.
+    let is_draining: routes::Draining = {
+        let flag = draining.clone();
+        Arc::new(move || flag.load(Relaxed))
+    };
+    let service =
+        hyper::service::service_fn(move |request| routes::route(request, is_draining.clone()));
     announce(listener.local_addr()?);
 
     let signal = shutdown_signal();
