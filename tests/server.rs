@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use conn_lifecycle_hyper::{CloseOutcome, CloseReason, PeerClose, Policy};
-use support::{http1_exchange, read_until_end, wait_until, End, H2Client, TestServer};
+use support::{
+    http1_exchange, read_response, read_until_end, wait_until, End, H2Client, TestServer,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
@@ -317,10 +319,11 @@ async fn stop_ends_a_long_grace_at_once() {
     assert_eq!(summary.forced, 1);
 }
 
-// hyper's header read timeout ends a stalled request with close_notify, not a silent drop.
+// A request head begun and left unfinished ends at the header read timeout, with
+// close_notify and its own reason, not as an error.
 #[tokio::test]
 async fn header_read_timeout_ends_with_close_notify() {
-    let server = TestServer::start_with(policy(), |server| server.header_read_timeout(SHORT)).await;
+    let server = TestServer::start(Policy::builder().header_read_timeout(SHORT).build()).await;
     let mut h1 = server.connect(b"http/1.1").await;
     h1.write_all(b"GET / HTTP/1.1\r\nHost: loc").await.unwrap();
 
@@ -328,7 +331,50 @@ async fn header_read_timeout_ends_with_close_notify() {
 
     assert_eq!(end, End::CloseNotify);
     let summary = server.shutdown().await;
-    assert_eq!(summary.stats.closed_by(CloseReason::Error), 1);
+    assert_eq!(summary.stats.closed_by(CloseReason::HeaderReadTimeout), 1);
+}
+
+// A keep-alive connection waiting for its next request is idle, not slow with a header:
+// with a header read timeout shorter than the idle timeout, it still closes for idleness.
+// (hyper's own header read timeout would close it first, as an error.)
+#[tokio::test]
+async fn keep_alive_wait_is_not_a_header_read_timeout() {
+    let policy = Policy::builder()
+        .header_read_timeout(SHORT)
+        .idle_timeout(SHORT * 3)
+        .build();
+    let server = TestServer::start(policy).await;
+
+    let (response, end) = http1_exchange(&server, GET).await;
+
+    assert!(response.ends_with("hello\n"), "{response}");
+    assert_eq!(end, End::CloseNotify);
+    let summary = server.shutdown().await;
+    assert_eq!(summary.stats.closed_by(CloseReason::Idle), 1);
+    assert_eq!(summary.stats.closed_by(CloseReason::HeaderReadTimeout), 0);
+}
+
+// The header read clock of a second request starts at its first byte, not at the end of
+// the first response: a client that pauses longer than the timeout between requests and
+// then sends a whole request is served.
+#[tokio::test]
+async fn header_read_clock_starts_at_the_first_byte_of_a_head() {
+    let policy = Policy::builder()
+        .header_read_timeout(SHORT)
+        .idle_timeout(SHORT * 10)
+        .build();
+    let server = TestServer::start(policy).await;
+    let mut h1 = server.send_http1(GET).await;
+    read_response(&mut h1).await;
+
+    tokio::time::sleep(SHORT * 2).await;
+    h1.write_all(GET).await.unwrap();
+
+    assert!(read_response(&mut h1).await.ends_with("hello\n"));
+    drop(h1);
+    let summary = server.shutdown().await;
+    assert_eq!(summary.stats.closed_by(CloseReason::HeaderReadTimeout), 0);
+    assert_eq!(summary.stats.requests, 2);
 }
 
 // A shutdown before the client sent a byte (hyper still detecting the protocol) ends with

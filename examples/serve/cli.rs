@@ -28,6 +28,11 @@ pub(crate) struct Args {
     // The full path keeps clap from treating the option as one that may be absent.
     pub(crate) idle_timeout: ::std::option::Option<Duration>,
 
+    /// How long an HTTP/1 client may take over a request's head once begun; "off" disables
+    /// it.
+    #[arg(long, default_value = "30s", value_parser = parse_optional_duration)]
+    pub(crate) header_read_timeout: ::std::option::Option<Duration>,
+
     /// Maximum connection age, such as "10m"; "off" disables it.
     #[arg(long, default_value = "off", value_parser = parse_optional_duration)]
     pub(crate) max_age: ::std::option::Option<Duration>,

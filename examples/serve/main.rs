@@ -60,6 +60,7 @@ async fn with_lifecycle(
 ) -> Result<(), BoxError> {
     let policy = Policy::builder()
         .idle_timeout(args.idle_timeout)
+        .header_read_timeout(args.header_read_timeout)
         .max_age(args.max_age)
         .max_requests(args.max_requests)
         .grace(args.grace)

@@ -24,8 +24,8 @@ pub(crate) const PEER_WAIT: Duration = Duration::from_secs(1);
 pub(crate) const SHUTDOWN_SLACK: Duration = Duration::from_millis(250);
 /// The server's TLS handshake timeout (its default; the example has no flag for it).
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// hyper's header read timeout as the server sets it (its default; no flag either).
-pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The header read timeout of the slow-headers test (`--header-read-timeout 3s`).
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Added to every bound: what a loaded two-core machine may add to a timer. Generous on
 /// purpose: these tests check that waits end, not how fast.
 pub(crate) const MARGIN: Duration = Duration::from_secs(3);

@@ -192,7 +192,7 @@ fn never_reading_a_large_response_under_shutdown() {
 
 // A peer that sends its headers one byte per second: each byte is activity, so the idle
 // timeout (2 s here, so that a byte always comes first) cannot end it; the header read
-// timeout does, with close_notify.
+// timeout does, with close_notify and its own reason.
 const SLOW_HEADERS: Case = Case {
     name: "slow_headers",
     script: "hostile.py",
@@ -201,6 +201,8 @@ const SLOW_HEADERS: Case = Case {
     flags: &[
         "--idle-timeout",
         "2s",
+        "--header-read-timeout",
+        "3s",
         "--grace",
         "1s",
         "--peer-close",
@@ -209,7 +211,7 @@ const SLOW_HEADERS: Case = Case {
     bound: HEADER_READ_TIMEOUT
         .saturating_add(CLOSE_NOTIFY)
         .saturating_add(PEER_WAIT),
-    reasons: &["error", "shutdown"],
+    reasons: &["header_read_timeout", "shutdown"],
     outcomes: &["peer_fin"],
     check: saw_close_notify,
 };

@@ -109,6 +109,27 @@ pub(crate) async fn http1_exchange(server: &TestServer, request: &[u8]) -> (Stri
     (String::from_utf8_lossy(&received).into_owned(), end)
 }
 
+/// Reads one HTTP/1.1 response framed by `content-length` (the example's small routes) and
+/// returns it whole, leaving the connection open.
+pub(crate) async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    while !received.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        received.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&received).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    received.extend_from_slice(&body);
+    String::from_utf8_lossy(&received).into_owned()
+}
+
 /// A stream that hyper's client can own while the test keeps a way to take it back after
 /// the client is done, to read how it ends. Locks per poll: fine for tests.
 pub(crate) struct SharedIo<T>(Arc<Mutex<Option<T>>>);

@@ -26,17 +26,22 @@ type Stream = Box<TlsStream<TcpStream>>;
 /// Runs one accepted connection to its end. Every path ends in a recorded close.
 pub(crate) async fn run<S: App>(shared: Arc<Shared<S>>, tcp: TcpStream, conn: Connection) {
     if let Some(tls) = handshake(&shared, tcp, &conn).await {
-        record_alpn(&tls);
+        record_alpn(&tls, &conn);
         serve(&shared, tls, &conn).await;
     }
 }
 
-/// Names the negotiated protocol in the connection's span.
+/// Names the negotiated protocol in the connection's span, and tells the connection when
+/// it is HTTP/2 (the header read timeout is for HTTP/1 only).
 ///
 /// A function of its own, so that the name's buffer is not kept in the connection's task
 /// for as long as it serves.
-fn record_alpn(tls: &Stream) {
-    let alpn = tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy);
+fn record_alpn(tls: &Stream, conn: &Connection) {
+    let alpn = tls.get_ref().1.alpn_protocol();
+    if alpn == Some(b"h2") {
+        conn.set_http2();
+    }
+    let alpn = alpn.map(String::from_utf8_lossy);
     tracing::Span::current().record("alpn", alpn.as_deref().unwrap_or("none"));
 }
 
@@ -154,14 +159,22 @@ async fn serve_http<S: App>(
 
     // Serving -> Closing: hyper ended by itself, or a trigger fired. A stop fires the
     // trigger too (it starts the lifecycle's shutdown), so this select polls two futures at
-    // every wake of the task rather than three.
+    // every wake of the task rather than three. hyper first: a request head that begins
+    // during its poll sets the trigger's header read deadline in the same wake.
     let reason = tokio::select! {
+        biased;
         result = http.as_mut() => return ended_by_itself(result),
         reason = conn.close_trigger() => reason,
     };
     conn.start_closing(reason);
     if stop.is_cancelled() {
         return forced(shared, conn, reason, conn.in_flight() > 0);
+    }
+    // No request has started, so there is nothing to finish gracefully; and hyper would
+    // wait for the rest of a first request's head.
+    if reason == CloseReason::HeaderReadTimeout {
+        tracing::debug!("request head unfinished at the header read timeout");
+        return reason;
     }
 
     // Closing gracefully: HTTP/1 turns keep-alive off, HTTP/2 sends GOAWAY; in-flight

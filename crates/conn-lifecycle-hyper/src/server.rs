@@ -96,9 +96,11 @@ impl Server {
     /// Serves connections accepted on `listener`.
     pub fn from_listener(listener: TcpListener, tls: Arc<ServerConfig>) -> Self {
         let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
+        // The policy's header read timeout replaces hyper's, which also closes idle keep-alive
+        // connections (its clock runs from the previous response) and costs a timer per
+        // request. Off explicitly, so that a timer installed later does not turn it on.
+        http.http1().header_read_timeout(None);
+        // For HTTP/2 keep-alive pings, should they be turned on through `http_builder`.
         http.http2().timer(TokioTimer::new());
         Server {
             listener,
@@ -136,17 +138,6 @@ impl Server {
     /// is no close_notify to send. Zero fails every handshake that cannot finish at once.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
-        self
-    }
-
-    /// Bounds how long an HTTP/1 client may take to send a request's headers once it has
-    /// started. Default: 30 seconds; `None` disables it.
-    ///
-    /// hyper enforces it (its timer is installed here, so it really runs). When it fires,
-    /// hyper gives up on the connection and the server closes it with close_notify. A
-    /// connection that sends nothing at all is the idle timeout's business.
-    pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.http.http1().header_read_timeout(timeout.into());
         self
     }
 
@@ -207,7 +198,11 @@ impl Server {
     /// hyper-util's connection builder, for HTTP options this server does not wrap (window
     /// sizes, max concurrent streams, and so on).
     ///
-    /// Leave its timers in place: the header read timeout needs them.
+    /// Leave hyper's HTTP/1 header read timeout off: the policy's
+    /// ([`PolicyBuilder::header_read_timeout`]) replaces it, and hyper's would also close
+    /// keep-alive connections that wait for their next request, before the idle timeout.
+    ///
+    /// [`PolicyBuilder::header_read_timeout`]: conn_lifecycle::PolicyBuilder::header_read_timeout
     pub fn http_builder(&mut self) -> &mut auto::Builder<TokioExecutor> {
         &mut self.http
     }
@@ -339,13 +334,17 @@ async fn accept_loop<S: App>(
         let conn = shared.lifecycle.connection();
         let span = connection_span(shared.span_level, conn.id(), peer);
         let shared = shared.clone();
-        tracker.spawn(
-            async move {
-                let _permit = permit;
-                connection::run(shared, tcp, conn).await;
-            }
-            .instrument(span),
-        );
+        let task = async move {
+            let _permit = permit;
+            connection::run(shared, tcp, conn).await;
+        };
+        // A span that the subscriber filters out (the default one, at DEBUG) would still be
+        // entered and left at every poll of the task.
+        if span.is_disabled() {
+            tracker.spawn(task);
+        } else {
+            tracker.spawn(task.instrument(span));
+        }
     }
 }
 

@@ -2,14 +2,14 @@
 //! owns the connection.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::Release};
 use std::sync::Arc;
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use crate::close::{self, Abort, CloseReport};
 use crate::in_flight::InFlightLayer;
@@ -17,6 +17,7 @@ use crate::io::{ReturnedIo, TrackedIo};
 use crate::lifecycle::Lifecycle;
 use crate::policy::unit_jitter;
 use crate::reason::{CloseOutcome, CloseReason};
+use crate::trigger::CloseTrigger;
 
 /// One request in flight, in `Shared::load`.
 const IN_FLIGHT: u64 = 1;
@@ -42,12 +43,12 @@ pub struct Connection {
 
 pub(crate) struct Shared {
     id: u64,
-    opened: Instant,
-    lifecycle: Lifecycle,
+    pub(crate) opened: Instant,
+    pub(crate) lifecycle: Lifecycle,
     /// The drain epoch when the connection opened; a later one means "drain".
     drain_epoch: u64,
     /// Absolute max-age deadline, jitter applied.
-    max_age_at: Option<Instant>,
+    pub(crate) max_age_at: Option<Instant>,
     /// Two counts in one word, so that a request's start updates both with one atomic
     /// operation: requests in flight (low half, [`IN_FLIGHT`]), and those of them that wait
     /// on the application (high half, [`WORKING`]): a handler running, or a response body
@@ -56,6 +57,12 @@ pub(crate) struct Shared {
     requests: AtomicU64,
     /// Milliseconds from `opened` to the last byte read or written, or [`ACTIVE_NOW`].
     last_activity_ms: AtomicU64,
+    /// One more than the milliseconds from `opened` to the first byte of the request head
+    /// being read now; zero while none is (see `Shared::bytes_read`).
+    head_started_ms: AtomicU64,
+    /// Whether the header read timeout applies: the policy sets one, and the connection
+    /// reads HTTP/1 request heads (it is not HTTP/2, nor upgraded).
+    reads_heads: AtomicBool,
     /// Zero while open; otherwise the closing reason's index plus one.
     closing: AtomicU8,
     closed: AtomicBool,
@@ -65,6 +72,9 @@ pub(crate) struct Shared {
     /// Wakes the close trigger on rare events only (drain, shutdown, last request), never
     /// per request.
     pub(crate) events: Notify,
+    /// Counts those events, so that a trigger polled for another reason can tell, with
+    /// one load, that none came.
+    pub(crate) event_count: AtomicU64,
     /// Set by `interrupt_io`: the IO wrapper then ends reads and fails writes.
     interrupted: AtomicBool,
     /// The tasks waiting in the IO wrapper, woken by `interrupt_io`.
@@ -81,6 +91,7 @@ impl Connection {
             opened + age.saturating_sub(jitter)
         });
         let drain_epoch = lifecycle.drain_epoch();
+        let reads_heads = policy.header_read_timeout().is_some();
         Connection {
             shared: Arc::new(Shared {
                 id,
@@ -91,11 +102,14 @@ impl Connection {
                 load: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 last_activity_ms: AtomicU64::new(0),
+                head_started_ms: AtomicU64::new(0),
+                reads_heads: AtomicBool::new(reads_heads),
                 closing: AtomicU8::new(0),
                 closed: AtomicBool::new(false),
                 drain_requested: AtomicBool::new(false),
                 cut_close_delimited: AtomicBool::new(false),
                 events: Notify::new(),
+                event_count: AtomicU64::new(0),
                 interrupted: AtomicBool::new(false),
                 read_waker: AtomicWaker::new(),
                 write_waker: AtomicWaker::new(),
@@ -149,7 +163,7 @@ impl Connection {
     /// does the rest.
     pub fn drain(&self) {
         self.shared.drain_requested.store(true, Relaxed);
-        self.shared.events.notify_waiters();
+        self.shared.wake_trigger();
     }
 
     /// Marks the connection as closing for `reason`. Returns false, and changes nothing, if
@@ -185,72 +199,39 @@ impl Connection {
         InFlightLayer::new(self.clone())
     }
 
-    /// Resolves with the reason once the policy says this connection should close.
+    /// A future that resolves with the reason once the policy says this connection should
+    /// close.
     ///
-    /// The triggers, first match wins: server shutdown, a drain (of this connection or of all),
-    /// the last allowed request received, max age reached, and idle (no request that the
-    /// application is working on, and no activity for the idle timeout, counted from the open
-    /// for a connection that never sent anything; see [`PolicyBuilder::idle_timeout`]). It
-    /// sleeps between deadlines and is woken only by rare events, so an armed idle timer costs
-    /// nothing while nothing happens. Cancel-safe: dropping it and calling it again loses
-    /// nothing.
+    /// The triggers, first match wins: server shutdown, a drain (of this connection or of
+    /// all), the last allowed request received, max age reached, the header read timeout
+    /// (a request's head begun and not finished in time; see
+    /// [`PolicyBuilder::header_read_timeout`]), and idle (no request that the application
+    /// is working on, and no activity for the idle timeout, counted from the open for a
+    /// connection that never sent anything; see [`PolicyBuilder::idle_timeout`]). It sleeps
+    /// between deadlines and is woken only by rare events, so an armed idle timer costs
+    /// nothing while nothing happens. Cancel-safe: dropping it and calling this again loses
+    /// nothing, and several may wait on one connection at once.
     ///
+    /// Poll it in the task that serves the connection, after the HTTP connection's future
+    /// (a `biased` `select!` with that future first): a request head that starts during the
+    /// HTTP connection's poll then sets the trigger's header read deadline in the same wake
+    /// of the task. Polled first, it sets it at the task's next wake: at the latest the next
+    /// byte, or the idle deadline if no byte comes.
+    ///
+    /// [`PolicyBuilder::header_read_timeout`]: crate::PolicyBuilder::header_read_timeout
     /// [`PolicyBuilder::idle_timeout`]: crate::PolicyBuilder::idle_timeout
-    pub async fn close_trigger(&self) -> CloseReason {
-        let s = &*self.shared;
-        let policy = s.lifecycle.policy();
-        let max_requests = policy.max_requests().map(|max| max.max(1));
-        // One timer and one notification for every trigger, reused from one look to the
-        // next: this future lives as long as the connection.
-        let sleep = sleep_until(Instant::now());
-        tokio::pin!(sleep);
+    pub fn close_trigger(&self) -> CloseTrigger<'_> {
+        CloseTrigger::new(self)
+    }
 
-        loop {
-            // Listening before looking, so that an event between the look and the wait is
-            // not missed.
-            let event = s.events.notified();
-            tokio::pin!(event);
-            event.as_mut().enable();
-
-            if s.lifecycle.is_shutting_down() {
-                return CloseReason::Shutdown;
-            }
-            if s.drain_requested.load(Relaxed) || s.lifecycle.drain_epoch() != s.drain_epoch {
-                return CloseReason::Drain;
-            }
-            if max_requests.is_some_and(|max| self.requests() >= max) {
-                return CloseReason::MaxRequests;
-            }
-            let now = Instant::now();
-            if s.max_age_at.is_some_and(|at| at <= now) {
-                return CloseReason::MaxAge;
-            }
-            let idle_at = policy.idle_timeout().map(|timeout| {
-                // A busy connection is not idle; look again one timeout from now.
-                let from = if s.working() > 0 {
-                    now
-                } else {
-                    s.last_activity(now)
-                };
-                from + timeout
-            });
-            if idle_at.is_some_and(|at| at <= now) {
-                return CloseReason::Idle;
-            }
-
-            let wake_at = match (idle_at, s.max_age_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if let Some(at) = wake_at {
-                sleep.as_mut().reset(at);
-            }
-            tokio::select! {
-                biased;
-                _ = event => {}
-                _ = sleep.as_mut(), if wake_at.is_some() => {}
-            }
-        }
+    /// Tells the connection that it speaks HTTP/2, to which the header read timeout does not
+    /// apply (frames arrive between requests there, and are not request heads).
+    ///
+    /// Call it when ALPN negotiated `h2`. Without the call, the in-flight layer makes it on
+    /// the connection's first HTTP/2 request; until then, bytes count as the start of an
+    /// HTTP/1 request head (HTTP/2 over TLS without ALPN is not allowed by RFC 9113 anyway).
+    pub fn set_http2(&self) {
+        self.shared.stop_reading_heads();
     }
 
     /// Makes the IO wrapper end every read (as end of stream) and fail every write, now and
@@ -331,6 +312,8 @@ impl Connection {
         let requests = s.requests.fetch_add(1, Relaxed) + 1;
         // The handler runs from now on: the application is working on the request.
         s.load.fetch_add(IN_FLIGHT + WORKING, Relaxed);
+        // Its head is complete.
+        s.head_started_ms.store(0, Relaxed);
         // Wake the trigger once, on the last allowed request, so that its response can still
         // carry `Connection: close`.
         let last = s.lifecycle.policy().max_requests().map(|max| max.max(1)) == Some(requests);
@@ -338,7 +321,7 @@ impl Connection {
             // Closing starts now: hyper may finish the connection on its own after this
             // response, before the trigger runs.
             self.start_closing(CloseReason::MaxRequests);
-            s.events.notify_waiters();
+            s.wake_trigger();
         }
         last
     }
@@ -399,18 +382,68 @@ impl Shared {
         self.load.load(Relaxed) & (WORKING - 1)
     }
 
-    fn working(&self) -> u64 {
+    pub(crate) fn working(&self) -> u64 {
         self.load.load(Relaxed) >> 32
+    }
+
+    /// Whether this connection, or all, were asked to drain.
+    pub(crate) fn drain_requested(&self) -> bool {
+        self.drain_requested.load(Relaxed) || self.lifecycle.drain_epoch() != self.drain_epoch
+    }
+
+    /// Wakes every close trigger waiting on this connection, so that they look again.
+    pub(crate) fn wake_trigger(&self) {
+        self.event_count.fetch_add(1, Release);
+        self.events.notify_waiters();
+    }
+
+    pub(crate) fn head_started_ms(&self) -> u64 {
+        self.head_started_ms.load(Relaxed)
+    }
+
+    /// When the request head recorded as `head` (a `head_started_ms` value) must be
+    /// complete; `None` for no head, or no header read timeout.
+    pub(crate) fn header_read_deadline(&self, head: u64) -> Option<Instant> {
+        if head == 0 || !self.reads_heads.load(Relaxed) {
+            return None;
+        }
+        let timeout = self.lifecycle.policy().header_read_timeout()?;
+        Some(self.opened + Duration::from_millis(head - 1) + timeout)
+    }
+
+    /// The header read timeout no longer applies: HTTP/2, or an upgraded connection.
+    pub(crate) fn stop_reading_heads(&self) {
+        if self.reads_heads.load(Relaxed) {
+            self.reads_heads.store(false, Relaxed);
+            self.head_started_ms.store(0, Relaxed);
+        }
     }
 
     pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Relaxed)
     }
 
-    /// Records activity now. Called on every read and write: one clock read and one store.
-    pub(crate) fn touch(&self) {
+    /// Records activity now. Called on every write: one clock read and one store.
+    pub(crate) fn touch(&self) -> u64 {
         let ms = self.opened.elapsed().as_millis() as u64;
         self.last_activity_ms.store(ms, Relaxed);
+        ms
+    }
+
+    /// Records a read: activity, and the start of a request head if it is the first byte
+    /// read since the last request started, with none in flight.
+    ///
+    /// HTTP/1 reads a request's head only once the previous response is done, so bytes
+    /// read while a request is in flight (its body, or a request pipelined behind it) start
+    /// no head; the next read after the response does.
+    pub(crate) fn bytes_read(&self) {
+        let ms = self.touch();
+        if self.head_started_ms.load(Relaxed) == 0
+            && self.load.load(Relaxed) == 0
+            && self.reads_heads.load(Relaxed)
+        {
+            self.head_started_ms.store(ms + 1, Relaxed);
+        }
     }
 
     /// Records activity now without reading the clock: see [`ACTIVE_NOW`].
@@ -425,7 +458,7 @@ impl Shared {
     /// Taking the reader's "now" only ever makes the connection look busier: at worst an
     /// idle timeout counts from a check made after the hand-over instead of from the
     /// hand-over itself, and only when no byte moved after it.
-    fn last_activity(&self, now: Instant) -> Instant {
+    pub(crate) fn last_activity(&self, now: Instant) -> Instant {
         let ms = self.last_activity_ms.load(Relaxed);
         if ms != ACTIVE_NOW {
             return self.opened + Duration::from_millis(ms);

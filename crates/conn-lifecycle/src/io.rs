@@ -87,7 +87,9 @@ impl<T> TrackedIo<T> {
         }
         let poll = f(Pin::new(self.io.as_mut().expect(HELD)), cx);
         match &poll {
-            Poll::Ready(Ok(value)) if made_progress(value) => shared.touch(),
+            Poll::Ready(Ok(value)) if made_progress(value) => {
+                shared.touch();
+            }
             Poll::Pending => shared.register_writer(cx.waker()),
             _ => {}
         }
@@ -125,7 +127,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
         let before = buf.filled().len();
         let poll = Pin::new(this.io.as_mut().expect(HELD)).poll_read(cx, buf);
         match &poll {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => shared.touch(),
+            Poll::Ready(Ok(())) if buf.filled().len() > before => shared.bytes_read(),
             Poll::Pending => shared.register_reader(cx.waker()),
             _ => {}
         }

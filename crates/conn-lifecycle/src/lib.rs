@@ -99,6 +99,7 @@ mod lifecycle;
 mod policy;
 mod reason;
 mod stats;
+mod trigger;
 
 pub use crate::close::{
     abort, Abort, CloseReport, CloseSequence, PeerClose, DEFAULT_CLOSE_NOTIFY_TIMEOUT,
@@ -111,3 +112,4 @@ pub use crate::lifecycle::Lifecycle;
 pub use crate::policy::{Policy, PolicyBuilder};
 pub use crate::reason::{CloseOutcome, CloseReason};
 pub use crate::stats::StatsSnapshot;
+pub use crate::trigger::CloseTrigger;

@@ -164,7 +164,7 @@ impl Lifecycle {
         open.sort_unstable_by_key(|(id, _)| *id);
         // Out of the lock, for the same reason as in `drain`.
         for (_, shared) in open {
-            shared.events.notify_waiters();
+            shared.wake_trigger();
         }
     }
 

@@ -12,6 +12,7 @@ use crate::close::{CloseSequence, PeerClose};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     idle_timeout: Option<Duration>,
+    header_read_timeout: Option<Duration>,
     max_age: Option<Duration>,
     max_age_jitter: Option<Duration>,
     max_requests: Option<u64>,
@@ -31,6 +32,7 @@ impl Policy {
         PolicyBuilder {
             policy: Policy {
                 idle_timeout: Some(Duration::from_secs(60)),
+                header_read_timeout: Some(Duration::from_secs(30)),
                 max_age: None,
                 max_age_jitter: None,
                 max_requests: None,
@@ -43,6 +45,12 @@ impl Policy {
     /// How long a connection may stay idle; `None` when idle connections are kept.
     pub fn idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
+    }
+
+    /// How long an HTTP/1 client may take over a request's head once it has begun; `None`
+    /// for no limit.
+    pub fn header_read_timeout(&self) -> Option<Duration> {
+        self.header_read_timeout
     }
 
     /// The maximum connection age before jitter; `None` when connections may live forever.
@@ -107,6 +115,29 @@ impl PolicyBuilder {
     /// to one more `timeout`, never less.
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.policy.idle_timeout = timeout.into();
+        self
+    }
+
+    /// Closes an HTTP/1 connection whose client began a request and has not finished its
+    /// head (the request line and headers) within `timeout`.
+    ///
+    /// Default: 30 seconds. `None` disables it. This is what stops a client that sends its
+    /// headers a byte at a time: every byte is activity, so the idle timeout never ends such
+    /// a connection. The clock starts at the first byte read while no request is in flight
+    /// and stops when the request reaches the service; a keep-alive connection waiting for
+    /// its next request is the idle timeout's business, not this one's. (hyper's own header
+    /// read timeout runs from the end of the previous response instead, so it also closes
+    /// keep-alive connections that are merely idle, and without telling why; the hyper
+    /// adapter turns it off in favour of this one.) The connection closes at once, without a
+    /// grace period, since no request has started.
+    ///
+    /// It does not apply to HTTP/2, where frames come and go between requests (see
+    /// [`Connection::set_http2`]), nor to a connection upgraded to another protocol.
+    /// Zero closes a connection whose request head did not come whole in one read.
+    ///
+    /// [`Connection::set_http2`]: crate::Connection::set_http2
+    pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.policy.header_read_timeout = timeout.into();
         self
     }
 
@@ -200,6 +231,7 @@ mod tests {
     fn defaults_are_documented_ones() {
         let policy = Policy::default();
         assert_eq!(policy.idle_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(policy.header_read_timeout(), Some(Duration::from_secs(30)));
         assert_eq!(policy.max_age(), None);
         assert_eq!(policy.max_requests(), None);
         assert_eq!(policy.grace(), Duration::from_secs(10));

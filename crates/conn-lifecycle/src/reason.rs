@@ -4,13 +4,16 @@ use std::fmt;
 
 /// Why a connection is closing.
 ///
-/// The first five reasons are the policy's triggers; the others say that the connection
+/// The first six reasons are the policy's triggers; the others say that the connection
 /// ended without one: the peer went away, or the HTTP layer gave up on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseReason {
     /// No request was in flight and no byte moved for the idle timeout.
     Idle,
+    /// An HTTP/1 client began a request and did not finish its head (request line and
+    /// headers) within the header read timeout.
+    HeaderReadTimeout,
     /// The connection reached its maximum age (after jitter).
     MaxAge,
     /// The connection received its last allowed request.
@@ -21,8 +24,8 @@ pub enum CloseReason {
     Shutdown,
     /// The peer ended the connection (or asked for it to end, as with `Connection: close`).
     PeerClosed,
-    /// The HTTP layer gave up on the connection: a protocol error, an IO error, or its own
-    /// timeout such as the header read timeout.
+    /// The HTTP layer gave up on the connection: a protocol error, an IO error, or a timeout
+    /// of its own.
     Error,
     /// The TLS handshake failed or did not finish in time; there was no session to close.
     Handshake,
@@ -30,8 +33,9 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in the order used by counters.
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 9] = [
         CloseReason::Idle,
+        CloseReason::HeaderReadTimeout,
         CloseReason::MaxAge,
         CloseReason::MaxRequests,
         CloseReason::Drain,
@@ -45,6 +49,7 @@ impl CloseReason {
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::Idle => "idle",
+            CloseReason::HeaderReadTimeout => "header_read_timeout",
             CloseReason::MaxAge => "max_age",
             CloseReason::MaxRequests => "max_requests",
             CloseReason::Drain => "drain",

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use conn_lifecycle::{CloseReason, Lifecycle, Policy};
 use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{advance, timeout, Instant};
 
 fn lifecycle(policy: Policy) -> Lifecycle {
@@ -324,4 +324,109 @@ async fn nothing_fires_when_all_triggers_are_off() {
     let conn = lifecycle.connection();
 
     assert!(timeout(SECOND * 3600, conn.close_trigger()).await.is_err());
+}
+
+// The header read timeout counts from the first byte of a request head, not from the end of
+// the previous exchange, and fires before the idle timeout that each byte pushes back.
+#[tokio::test(start_paused = true)]
+async fn header_read_timeout_counts_from_the_first_byte_of_a_head() {
+    let policy = Policy::builder()
+        .header_read_timeout(SECOND * 3)
+        .idle_timeout(SECOND * 10)
+        .build();
+    let lifecycle = lifecycle(policy);
+    let conn = lifecycle.connection();
+    let (mut client, server) = tokio::io::duplex(64);
+    let (mut io, _returned) = conn.wrap_io(server);
+    let trigger = conn.close_trigger();
+    tokio::pin!(trigger);
+    assert!(timeout(SECOND * 2, &mut trigger).await.is_err());
+
+    client.write_all(b"GET / HTT").await.unwrap();
+    let mut buf = [0; 64];
+    io.read(&mut buf).await.unwrap();
+    let head_began = Instant::now();
+
+    assert_eq!(trigger.await, CloseReason::HeaderReadTimeout);
+    assert_eq!(head_began.elapsed(), SECOND * 3);
+}
+
+// Once the request reaches the service its head is complete: the header read clock stops.
+#[tokio::test(start_paused = true)]
+async fn header_read_timeout_stops_when_the_request_starts() {
+    let policy = Policy::builder()
+        .header_read_timeout(SECOND)
+        .idle_timeout(None)
+        .build();
+    let lifecycle = lifecycle(policy);
+    let conn = lifecycle.connection();
+    let (mut client, server) = tokio::io::duplex(64);
+    let (mut io, _returned) = conn.wrap_io(server);
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut buf = [0; 64];
+    io.read(&mut buf).await.unwrap();
+
+    let mut service = tower::ServiceBuilder::new().layer(conn.layer()).service_fn(
+        |_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        },
+    );
+    let response = tower::ServiceExt::oneshot(&mut service, http::Request::new(()))
+        .await
+        .unwrap();
+    drop(response);
+
+    assert!(timeout(SECOND * 10, conn.close_trigger()).await.is_err());
+}
+
+// HTTP/2 frames are no request heads: the header read timeout does not apply.
+#[tokio::test(start_paused = true)]
+async fn header_read_timeout_does_not_apply_to_http2() {
+    let policy = Policy::builder()
+        .header_read_timeout(SECOND)
+        .idle_timeout(None)
+        .build();
+    let lifecycle = lifecycle(policy);
+    let conn = lifecycle.connection();
+    conn.set_http2();
+    let (mut client, server) = tokio::io::duplex(64);
+    let (mut io, _returned) = conn.wrap_io(server);
+    client.write_all(b"PRI * HTTP/2.0").await.unwrap();
+    let mut buf = [0; 64];
+    io.read(&mut buf).await.unwrap();
+
+    assert!(timeout(SECOND * 10, conn.close_trigger()).await.is_err());
+}
+
+// A trigger polled once by one task and then by another wakes the second on an event: its
+// shortcut for polls with nothing new does not keep the first task's waker.
+#[tokio::test(start_paused = true)]
+async fn a_trigger_polled_by_another_task_hears_a_drain() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(None).build());
+    let conn = lifecycle.connection();
+    let mut trigger = Box::pin(conn.close_trigger());
+    let mut elsewhere = Context::from_waker(Waker::noop());
+    assert_eq!(trigger.as_mut().poll(&mut elsewhere), Poll::Pending);
+
+    let drain = tokio::spawn({
+        let lifecycle = lifecycle.clone();
+        async move {
+            tokio::time::sleep(SECOND).await;
+            lifecycle.drain_all();
+        }
+    });
+
+    let start = Instant::now();
+
+    // `timeout` polls the trigger once more when it expires, so the time tells whether the
+    // drain itself woke this task.
+    let reason = timeout(SECOND * 5, trigger).await.unwrap();
+    assert_eq!(reason, CloseReason::Drain);
+    assert_eq!(start.elapsed(), SECOND);
+    drain.await.unwrap();
 }

@@ -33,6 +33,11 @@ impl RequestGuard {
         }
     }
 
+    /// The connection the request came on.
+    pub(crate) fn conn(&self) -> &crate::connection::Shared {
+        &self.conn.shared
+    }
+
     /// Records whether the application is working on the request now, or waits on the peer.
     #[inline]
     pub(crate) fn set_working(&mut self, working: bool) {

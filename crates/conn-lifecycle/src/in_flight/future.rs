@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use http::header::{HeaderValue, CONNECTION};
-use http::Response;
+use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::body::RequestGuard;
@@ -22,16 +22,18 @@ pin_project! {
         inner: F,
         guard: Option<RequestGuard>,
         close_after: bool,
+        connect: bool,
     }
 }
 
 impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) fn new(inner: F, guard: RequestGuard, close_after: bool) -> Self {
+    pub(crate) fn new(inner: F, guard: RequestGuard, close_after: bool, connect: bool) -> Self {
         ResponseFuture {
             inner,
             guard: Some(guard),
             close_after,
+            connect,
         }
     }
 }
@@ -57,6 +59,11 @@ where
             .expect("ResponseFuture polled after it resolved (a bug in the caller)");
         // The handler is done; until the HTTP layer polls the body, the request waits on it.
         guard.set_working(false);
+        // An upgrade: what the client sends from now on is no HTTP/1 request head.
+        let status = response.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS || (*this.connect && status.is_success()) {
+            guard.conn().stop_reading_heads();
+        }
         Poll::Ready(Ok(response.map(|body| InFlightBody::new(body, guard))))
     }
 }

@@ -1,6 +1,6 @@
 use std::task::{Context, Poll};
 
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use tower_service::Service;
 
 use super::body::RequestGuard;
@@ -61,11 +61,16 @@ where
         // Before HTTP/1.1 a body without a known length can only be framed by closing the
         // connection; remember that, so a cut one is closed abortively.
         let version = request.version();
+        if version >= Version::HTTP_2 {
+            self.conn.set_http2();
+        }
         let guard = RequestGuard::new(self.conn.clone(), version <= Version::HTTP_10);
         // HTTP/1 may have more requests pipelined behind the last allowed one; marking its
         // response `Connection: close` makes hyper stop right after it. (HTTP/2 forbids the
         // header; its GOAWAY comes from the close trigger.)
         let close_after = guard.last && version <= Version::HTTP_11;
-        ResponseFuture::new(self.inner.call(request), guard, close_after)
+        // A successful CONNECT turns the connection into a tunnel, as a 101 does.
+        let connect = request.method() == Method::CONNECT;
+        ResponseFuture::new(self.inner.call(request), guard, close_after, connect)
     }
 }
