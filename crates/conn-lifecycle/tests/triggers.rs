@@ -344,7 +344,7 @@ async fn header_read_timeout_counts_from_the_first_byte_of_a_head() {
 
     client.write_all(b"GET / HTT").await.unwrap();
     let mut buf = [0; 64];
-    io.read(&mut buf).await.unwrap();
+    assert!(io.read(&mut buf).await.unwrap() > 0);
     let head_began = Instant::now();
 
     assert_eq!(trigger.await, CloseReason::HeaderReadTimeout);
@@ -364,7 +364,7 @@ async fn header_read_timeout_stops_when_the_request_starts() {
     let (mut io, _returned) = conn.wrap_io(server);
     client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     let mut buf = [0; 64];
-    io.read(&mut buf).await.unwrap();
+    assert!(io.read(&mut buf).await.unwrap() > 0);
 
     let mut service = tower::ServiceBuilder::new().layer(conn.layer()).service_fn(
         |_req: http::Request<()>| async {
@@ -395,7 +395,7 @@ async fn header_read_timeout_does_not_apply_to_http2() {
     let (mut io, _returned) = conn.wrap_io(server);
     client.write_all(b"PRI * HTTP/2.0").await.unwrap();
     let mut buf = [0; 64];
-    io.read(&mut buf).await.unwrap();
+    assert!(io.read(&mut buf).await.unwrap() > 0);
 
     assert!(timeout(SECOND * 10, conn.close_trigger()).await.is_err());
 }
