@@ -33,6 +33,10 @@ pub(crate) struct Args {
     #[arg(long, default_value = "30s", value_parser = parse_optional_duration)]
     pub(crate) header_read_timeout: ::std::option::Option<Duration>,
 
+    /// Bound on the TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) handshake_timeout: Duration,
+
     /// Maximum connection age, such as "10m"; "off" disables it.
     #[arg(long, default_value = "off", value_parser = parse_optional_duration)]
     pub(crate) max_age: ::std::option::Option<Duration>,

@@ -77,6 +77,7 @@ async fn with_lifecycle(
 
     let server = Server::from_listener(listener, tls)
         .policy(policy)
+        .handshake_timeout(args.handshake_timeout)
         .handle(handle);
     announce(server.local_addr()?);
     let summary = server.serve(service).await?;

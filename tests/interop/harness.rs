@@ -22,8 +22,8 @@ pub(crate) const CLOSE_NOTIFY: Duration = Duration::from_secs(1);
 pub(crate) const PEER_WAIT: Duration = Duration::from_secs(1);
 /// The server's own slack past grace + close_notify timeout at shutdown.
 pub(crate) const SHUTDOWN_SLACK: Duration = Duration::from_millis(250);
-/// The server's TLS handshake timeout (its default; the example has no flag for it).
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The TLS handshake timeout of the handshake-stall test (`--handshake-timeout 3s`).
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The header read timeout of the slow-headers test (`--header-read-timeout 3s`).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Added to every bound: what a loaded two-core machine may add to a timer. Generous on
