@@ -14,6 +14,9 @@
 # The server runs on CPU SERVER_CPU and every client on CLIENT_CPU. Every load run is bounded
 # by DURATION seconds; the idle clients by their own timeouts. Needs: cargo, taskset, wrk and
 # h2load (Debian: apt-get install wrk nghttp2-client). A full run takes about 8 minutes.
+# Contenders (CONTENDERS): bare (`serve --bare`, plain hyper-util: the baseline), bare-tower
+# (the same with the routes behind hyper-util's tower adapter, as the lifecycle server has
+# them), lifecycle (`serve`), axum-server, and before (see below).
 # To measure a change, add the contender "before" and set BEFORE_SERVE to the `serve` binary
 # of the other tree (copied out of its target directory, as cargo reuses the same names).
 # Settings come from the environment; the defaults are below. Raw results are kept in
@@ -89,6 +92,7 @@ start_server() {
     lifecycle) command=("$EXAMPLES/serve") ;;
     before) command=("${BEFORE_SERVE:?set BEFORE_SERVE to a serve binary built from another commit}") ;;
     bare) command=("$EXAMPLES/serve" --bare) ;;
+    bare-tower) command=("$EXAMPLES/serve" --bare --tower) ;;
     axum-server) command=("$EXAMPLES/axum_server_bench") ;;
     *) echo "$0: unknown contender $contender" >&2; exit 2 ;;
   esac

@@ -63,6 +63,11 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) bare: bool,
 
+    /// With --bare, serve the routes as a tower service through hyper-util's
+    /// `TowerToHyperService`, as the lifecycle server does.
+    #[arg(long, requires = "bare")]
+    pub(crate) tower: bool,
+
     /// On exit, write the final stats as JSON to this file.
     #[arg(long)]
     pub(crate) stats_json: Option<PathBuf>,
