@@ -2,6 +2,7 @@
 //! close the TLS stream with the core's close sequence.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use conn_lifecycle::{CloseOutcome, CloseReason, CloseReport, Connection, Returne
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_rustls::server::TlsStream;
 
@@ -23,11 +25,25 @@ use crate::server::{App, BoxError, Shared};
 /// (measured in `BENCHMARKS.md`) for one allocation per connection.
 type Stream = Box<TlsStream<TcpStream>>;
 
-/// Runs one accepted connection to its end. Every path ends in a recorded close.
-pub(crate) async fn run<S: App>(shared: Arc<Shared<S>>, tcp: TcpStream, conn: Connection) {
-    if let Some(tls) = handshake(&shared, tcp, &conn).await {
-        record_alpn(&tls, &conn);
-        serve(&shared, tls, &conn).await;
+/// Runs one accepted connection to its end. Every path ends in a recorded close. The
+/// permit, the connection's place under `Server::max_connections`, is held to the end.
+///
+/// An async block rather than an async function: a function's future keeps each argument
+/// twice, once as passed and once as moved into its body, and tokio sizes task cells in
+/// steps of 128 bytes, which those copies were enough to cross.
+#[allow(clippy::manual_async_fn)] // On purpose: see above.
+pub(crate) fn run<S: App>(
+    shared: Arc<Shared<S>>,
+    tcp: TcpStream,
+    conn: Connection,
+    permit: Option<OwnedSemaphorePermit>,
+) -> impl Future<Output = ()> {
+    async move {
+        if let Some(tls) = handshake(&shared, tcp, &conn).await {
+            record_alpn(&tls, &conn);
+            serve(&shared, tls, &conn).await;
+        }
+        drop(permit);
     }
 }
 

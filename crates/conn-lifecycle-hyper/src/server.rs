@@ -333,11 +333,8 @@ async fn accept_loop<S: App>(
 
         let conn = shared.lifecycle.connection();
         let span = connection_span(shared.span_level, conn.id(), peer);
-        let shared = shared.clone();
-        let task = async move {
-            let _permit = permit;
-            connection::run(shared, tcp, conn).await;
-        };
+        // Spawned as it is: a wrapping async block would keep another copy of each argument.
+        let task = connection::run(shared.clone(), tcp, conn, permit);
         // A span that the subscriber filters out (the default one, at DEBUG) would still be
         // entered and left at every poll of the task.
         if span.is_disabled() {
