@@ -24,11 +24,18 @@ const IN_FLIGHT: u64 = 1;
 /// One request the application works on, in `Shared::load`.
 const WORKING: u64 = 1 << 32;
 
-/// A `last_activity_ms` meaning "the application handed something over; the time is not
-/// read yet". Handing over is per request and per response frame, so it costs a store, not
-/// a clock read: the write that follows records the real time, and a reader that finds this
-/// value takes its own "now" instead (see `Shared::last_activity`).
+/// A `last_activity_ms` meaning "active now; the time is not read yet", left by a read or
+/// by the application handing something over. Both happen once or more per request, so they
+/// cost a store, not a clock read: the write that usually follows in the same wake of the
+/// task records the real time, the close trigger polled after them dates what is left with
+/// one clock read (see `Shared::settle`), and any other reader takes its own "now" (see
+/// `Shared::last_activity`).
 const ACTIVE_NOW: u64 = u64::MAX;
+
+/// A `head_started_ms` meaning "a request head began; the time is not read yet". The
+/// trigger's next poll dates it, unless the whole head came at once and its request has
+/// started (and cleared it) by then, which is the usual case.
+const HEAD_PENDING: u64 = u64::MAX;
 
 /// One connection's state: requests in flight and served, last activity, age, and whether
 /// and why it is closing.
@@ -63,6 +70,9 @@ pub(crate) struct Shared {
     /// Whether the header read timeout applies: the policy sets one, and the connection
     /// reads HTTP/1 request heads (it is not HTTP/2, nor upgraded).
     reads_heads: AtomicBool,
+    /// Set once the connection is upgraded: its stream is then read by the handler's task,
+    /// which does not poll the trigger, so reads record their time themselves.
+    upgraded: AtomicBool,
     /// Zero while open; otherwise the closing reason's index plus one.
     closing: AtomicU8,
     closed: AtomicBool,
@@ -104,6 +114,7 @@ impl Connection {
                 last_activity_ms: AtomicU64::new(0),
                 head_started_ms: AtomicU64::new(0),
                 reads_heads: AtomicBool::new(reads_heads),
+                upgraded: AtomicBool::new(false),
                 closing: AtomicU8::new(0),
                 closed: AtomicBool::new(false),
                 drain_requested: AtomicBool::new(false),
@@ -213,10 +224,12 @@ impl Connection {
     /// nothing, and several may wait on one connection at once.
     ///
     /// Poll it in the task that serves the connection, after the HTTP connection's future
-    /// (a `biased` `select!` with that future first): a request head that starts during the
-    /// HTTP connection's poll then sets the trigger's header read deadline in the same wake
-    /// of the task. Polled first, it sets it at the task's next wake: at the latest the next
-    /// byte, or the idle deadline if no byte comes.
+    /// (a `biased` `select!` with that future first). Reads record activity and the start of
+    /// a request head without reading the clock, and the trigger dates them at its next
+    /// poll: in that position, in the same wake of the task. Polled first, it dates them at
+    /// the task's next wake (the next byte, at the latest); polled from another task, at its
+    /// own next wake, which may be its timer: the idle and header read timeouts can then
+    /// count from later than the read, by up to one idle timeout, and never fire early.
     ///
     /// [`PolicyBuilder::header_read_timeout`]: crate::PolicyBuilder::header_read_timeout
     /// [`PolicyBuilder::idle_timeout`]: crate::PolicyBuilder::idle_timeout
@@ -402,13 +415,20 @@ impl Shared {
     }
 
     /// When the request head recorded as `head` (a `head_started_ms` value) must be
-    /// complete; `None` for no head, or no header read timeout.
+    /// complete; `None` for no head, one not dated yet, or no header read timeout.
     pub(crate) fn header_read_deadline(&self, head: u64) -> Option<Instant> {
-        if head == 0 || !self.reads_heads.load(Relaxed) {
+        if head == 0 || head == HEAD_PENDING || !self.reads_heads.load(Relaxed) {
             return None;
         }
         let timeout = self.lifecycle.policy().header_read_timeout()?;
         Some(self.opened + Duration::from_millis(head - 1) + timeout)
+    }
+
+    /// The connection switched protocols (a 101, or a tunnel after CONNECT): no more request
+    /// heads, and its reads may happen on another task than the trigger's.
+    pub(crate) fn upgraded(&self) {
+        self.upgraded.store(true, Relaxed);
+        self.stop_reading_heads();
     }
 
     /// The header read timeout no longer applies: HTTP/2, or an upgraded connection.
@@ -424,26 +444,55 @@ impl Shared {
     }
 
     /// Records activity now. Called on every write: one clock read and one store.
-    pub(crate) fn touch(&self) -> u64 {
+    pub(crate) fn touch(&self) {
         let ms = self.opened.elapsed().as_millis() as u64;
         self.last_activity_ms.store(ms, Relaxed);
-        ms
     }
 
     /// Records a read: activity, and the start of a request head if it is the first byte
-    /// read since the last request started, with none in flight.
+    /// read since the last request started, with none in flight. Reads no clock (see
+    /// [`ACTIVE_NOW`] and [`HEAD_PENDING`]), except on an upgraded connection.
     ///
     /// HTTP/1 reads a request's head only once the previous response is done, so bytes
     /// read while a request is in flight (its body, or a request pipelined behind it) start
     /// no head; the next read after the response does.
+    #[inline]
     pub(crate) fn bytes_read(&self) {
-        let ms = self.touch();
+        if self.upgraded.load(Relaxed) {
+            self.touch();
+            return;
+        }
+        self.mark_active();
         if self.head_started_ms.load(Relaxed) == 0
             && self.load.load(Relaxed) == 0
             && self.reads_heads.load(Relaxed)
         {
-            self.head_started_ms.store(ms + 1, Relaxed);
+            self.head_started_ms.store(HEAD_PENDING, Relaxed);
         }
+    }
+
+    /// Dates the marks that reads and hand-overs left since the last call, with one clock
+    /// read, and none when there are none. The trigger calls it at every poll, so that a
+    /// read in one wake of the connection's task is dated in that same wake.
+    #[inline]
+    pub(crate) fn settle(&self) {
+        if self.last_activity_ms.load(Relaxed) == ACTIVE_NOW
+            || self.head_started_ms.load(Relaxed) == HEAD_PENDING
+        {
+            self.settle_at(Instant::now());
+        }
+    }
+
+    /// [`Shared::settle`] with the time given.
+    pub(crate) fn settle_at(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
+        // A write may have recorded a real time meanwhile, or a request started; they win.
+        let _ = self
+            .last_activity_ms
+            .compare_exchange(ACTIVE_NOW, ms, Relaxed, Relaxed);
+        let _ = self
+            .head_started_ms
+            .compare_exchange(HEAD_PENDING, ms + 1, Relaxed, Relaxed);
     }
 
     /// Records activity now without reading the clock: see [`ACTIVE_NOW`].
@@ -452,12 +501,12 @@ impl Shared {
         self.last_activity_ms.store(ACTIVE_NOW, Relaxed);
     }
 
-    /// When the last activity was; `now` if the application handed something over and no
-    /// byte has moved since, in which case `now` is also recorded as its time.
+    /// When the last activity was; `now` if it is not dated yet (see [`ACTIVE_NOW`]), in
+    /// which case `now` is also recorded as its time.
     ///
     /// Taking the reader's "now" only ever makes the connection look busier: at worst an
-    /// idle timeout counts from a check made after the hand-over instead of from the
-    /// hand-over itself, and only when no byte moved after it.
+    /// idle timeout counts from a check made after the read or hand-over instead of from
+    /// the moment itself, and only when neither a write nor the trigger dated it first.
     pub(crate) fn last_activity(&self, now: Instant) -> Instant {
         let ms = self.last_activity_ms.load(Relaxed);
         if ms != ACTIVE_NOW {

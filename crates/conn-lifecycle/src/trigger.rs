@@ -21,7 +21,9 @@ pin_project! {
     /// drain, a shutdown, the last allowed request), never per request. It is polled at
     /// every wake of the task that runs it, though, whatever woke the task: such a poll
     /// costs a few loads and comparisons when neither its timer nor an event is due, and
-    /// touches neither the timer nor the notification.
+    /// touches neither the timer nor the notification. It also dates the activity that reads
+    /// and hand-overs in that wake recorded without reading the clock: one clock read, and
+    /// only when a write did not date it first.
     #[must_use = "futures do nothing unless polled"]
     pub struct CloseTrigger<'a> {
         conn: &'a Connection,
@@ -62,6 +64,8 @@ impl Future for CloseTrigger<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
         let mut this = self.project();
         let shared = &*this.conn.shared;
+        // Reads and hand-overs in this wake of the task left marks without a time.
+        shared.settle();
         // Quiet since the last full poll: same waker, no event, timer not fired, and no
         // request head that needs an earlier deadline.
         let same_task = this
@@ -138,6 +142,7 @@ fn head_moves_deadline(shared: &Shared, seen_head: &mut u64, armed: Option<Insta
 /// event can change the verdict).
 fn look(shared: &Shared, now: Instant) -> Result<CloseReason, Option<Instant>> {
     let policy = shared.lifecycle.policy();
+    shared.settle_at(now);
     if shared.lifecycle.is_shutting_down() {
         return Ok(CloseReason::Shutdown);
     }

@@ -430,3 +430,24 @@ async fn a_trigger_polled_by_another_task_hears_a_drain() {
     assert_eq!(start.elapsed(), SECOND);
     drain.await.unwrap();
 }
+
+// Bytes read push the idle deadline back from the moment they were read: the read records
+// no time itself, and the trigger polled after it dates it.
+#[tokio::test(start_paused = true)]
+async fn a_read_resets_the_idle_timer_from_its_moment() {
+    let lifecycle = lifecycle(Policy::builder().idle_timeout(SECOND * 5).build());
+    let conn = lifecycle.connection();
+    let (mut client, server) = tokio::io::duplex(1024);
+    let (mut io, _returned) = conn.wrap_io(server);
+    let start = Instant::now();
+
+    let trigger = conn.close_trigger();
+    tokio::pin!(trigger);
+    assert!(timeout(SECOND * 4, &mut trigger).await.is_err());
+    client.write_all(b"x").await.unwrap();
+    let mut buf = [0; 1];
+    io.read_exact(&mut buf).await.unwrap();
+
+    assert_eq!(trigger.await, CloseReason::Idle);
+    assert_eq!(start.elapsed(), SECOND * 9);
+}

@@ -62,7 +62,7 @@ where
         // An upgrade: what the client sends from now on is no HTTP/1 request head.
         let status = response.status();
         if status == StatusCode::SWITCHING_PROTOCOLS || (*this.connect && status.is_success()) {
-            guard.conn().stop_reading_heads();
+            guard.conn().upgraded();
         }
         Poll::Ready(Ok(response.map(|body| InFlightBody::new(body, guard))))
     }
