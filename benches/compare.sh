@@ -19,6 +19,7 @@
 # them), lifecycle (`serve`), axum-server, and before (see below).
 # To measure a change, add the contender "before" and set BEFORE_SERVE to the `serve` binary
 # of the other tree (copied out of its target directory, as cargo reuses the same names).
+# SCENARIOS picks among h1-small, h1-64k, h2-small and h2-64k (all by default).
 # Settings come from the environment; the defaults are below. Raw results are kept in
 # target/bench-compare/.
 
@@ -35,6 +36,7 @@ H2_STREAMS=${H2_STREAMS:-8}
 IDLE_COUNTS=${IDLE_COUNTS:-"1000 10000"}
 IDLE_FOR=${IDLE_FOR:-10}
 CONTENDERS=${CONTENDERS:-"bare lifecycle axum-server"}
+SCENARIOS=${SCENARIOS:-"h1-small h1-64k h2-small h2-64k"}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
@@ -166,6 +168,7 @@ load_phase() {
     echo "load round $round of $ROUNDS" >&2
     for entry in "${scenarios[@]}"; do
       read -r scenario tool path <<<"$entry"
+      [[ " $SCENARIOS " == *" $scenario "* ]] || continue
       for contender in "${order[@]}"; do
         local pid=${pids[$contender]} url="https://127.0.0.1:${ports[$contender]}$path"
         local before after client_before client_after result rps p50 p99 errors requests
@@ -221,7 +224,7 @@ load_report() {
   printf '%-9s %-12s %8s %7s %7s %6s %6s %7s %6s | %28s\n' '' '' '' '' '' '' 'CPU %' '' '' \
     'ratio to bare'
   local scenario contender
-  for scenario in h1-small h1-64k h2-small h2-64k; do
+  for scenario in $SCENARIOS; do
     for contender in $CONTENDERS; do
       local rps p50 p99 cpu client per errors
       rps=$(column "$scenario" "$contender" rps | cut -d' ' -f2 | median)
