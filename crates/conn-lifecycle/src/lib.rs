@@ -25,8 +25,10 @@
 //!         let Ok(tls) = acceptor.accept(tcp).await else { return };
 //!         let (io, returned) = conn.wrap_io(tls);
 //!         // Serve `io` with your protocol, with `conn.layer()` around your service,
-//!         // until it ends or the policy says to close:
+//!         // until it ends or the policy says to close. The trigger goes second, in the
+//!         // same task: it dates the activity that the reads of each wake recorded.
 //!         let reason = tokio::select! {
+//!             biased;
 //!             _ = serve(io) => CloseReason::PeerClosed,
 //!             reason = conn.close_trigger() => reason,
 //!         };
@@ -71,6 +73,9 @@
 //!
 //! - Idle timeout: frees resources held by clients that keep connections open and unused, at
 //!   the cost of a new handshake for a client that comes back later.
+//! - Header read timeout: ends HTTP/1 clients that begin a request and send its head too
+//!   slowly (every byte counts as activity, so the idle timeout cannot), at the cost of
+//!   failing a genuinely slow client on a poor link.
 //! - Max age (with jitter) and max requests: move long-lived clients to new connections (for
 //!   load balancing or key rotation), spreading the reconnects.
 //! - Grace: how long in-flight requests may finish once a close starts. Longer is kinder to
