@@ -22,7 +22,7 @@
 # (small - SMALL_BATCH x per request) / connections: the TLS handshake, the connection's
 # setup and its close, all included; printed for small responses only, since with 64 KiB
 # ones the per-request figure varies from batch to batch by more than a connection costs. Needs valgrind (with callgrind_control) and h2load
-# (Debian: apt-get install valgrind nghttp2-client). About 12 minutes with the defaults.
+# (Debian: apt-get install valgrind nghttp2-client). About 15 minutes with the defaults.
 set -euo pipefail
 
 SMALL_BATCH=${SMALL_BATCH:-4000}
