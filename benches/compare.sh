@@ -47,16 +47,14 @@ case $WHAT in
 esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 EXAMPLES=$ROOT/target/release/examples
 WORK=$ROOT/target/bench-compare/$(date +%Y%m%d-%H%M%S)
 RESULTS=$WORK/load.tsv
 IDLE_RESULTS=$WORK/idle.tsv
 SERVER_PID=""
 SERVER_PORT=""
-
-need() {
-  command -v "$1" >/dev/null || { echo "$0: $1 not found; $2" >&2; exit 1; }
-}
 
 # Prints the median of the numbers on standard input, one a line.
 median() {
@@ -89,36 +87,11 @@ start_server() {
   local contender=$1 log
   shift
   log=$WORK/$contender.$RANDOM.log
-  local -a command
-  case $contender in
-    lifecycle) command=("$EXAMPLES/serve") ;;
-    before) command=("${BEFORE_SERVE:?set BEFORE_SERVE to a serve binary built from another commit}") ;;
-    bare) command=("$EXAMPLES/serve" --bare) ;;
-    bare-tower) command=("$EXAMPLES/serve" --bare --tower) ;;
-    axum-server) command=("$EXAMPLES/axum_server_bench") ;;
-    *) echo "$0: unknown contender $contender" >&2; exit 2 ;;
-  esac
-  taskset -c "$SERVER_CPU" "${command[@]}" --addr 127.0.0.1:0 \
+  contender_command "$contender"
+  taskset -c "$SERVER_CPU" "${CONTENDER_COMMAND[@]}" --addr 127.0.0.1:0 \
     --cert "$WORK/cert.pem" --key "$WORK/key.pem" "$@" >"$log" 2>"$log.stderr" &
   SERVER_PID=$!
-  for _ in $(seq 100); do
-    grep -q '^listening on https://' "$log" && break
-    sleep 0.1
-  done
-  SERVER_PORT=$(sed -n 's|^listening on https://.*:\([0-9]*\)$|\1|p' "$log")
-  [ -n "$SERVER_PORT" ] || { echo "$0: $contender did not start; see $log.stderr" >&2; exit 1; }
-}
-
-# Sends SIGTERM to server $1 unless told not to, waits up to 20 s for it, then kills it.
-stop_server() {
-  local pid=$1 signal=${2:-yes}
-  [ "$signal" = yes ] && { kill -TERM "$pid" 2>/dev/null || true; }
-  for _ in $(seq 200); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  wait_listening "$log" 10
 }
 
 # One load run of tool $1 (wrk or h2load) on URL $2 for $3 seconds; prints

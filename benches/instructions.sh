@@ -34,48 +34,23 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 EXAMPLES=$ROOT/target/release/examples
 WORK=$ROOT/target/bench-instructions/$(date +%Y%m%d-%H%M%S)
 RESULTS=$WORK/instructions.tsv
 
-need() {
-  command -v "$1" >/dev/null || { echo "$0: needs $1 ($2)" >&2; exit 1; }
-}
-
 # Starts contender $1 under callgrind; sets SERVER_PID and SERVER_PORT.
 start_server() {
   local contender=$1 log=$WORK/$1.log
-  local -a command
-  case $contender in
-    lifecycle) command=("$EXAMPLES/serve") ;;
-    before) command=("${BEFORE_SERVE:?set BEFORE_SERVE to a serve binary built from another commit}") ;;
-    bare) command=("$EXAMPLES/serve" --bare) ;;
-    bare-tower) command=("$EXAMPLES/serve" --bare --tower) ;;
-    axum-server) command=("$EXAMPLES/axum_server_bench") ;;
-    *) echo "$0: unknown contender $contender" >&2; exit 2 ;;
-  esac
+  contender_command "$contender"
   rm -f "$WORK/callgrind.out"*
   # Only the counters dumped on request matter; the final dump at exit is not read.
   taskset -c "$SERVER_CPU" valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
-    "${command[@]}" --addr 127.0.0.1:0 --cert "$WORK/cert.pem" --key "$WORK/key.pem" \
+    "${CONTENDER_COMMAND[@]}" --addr 127.0.0.1:0 --cert "$WORK/cert.pem" --key "$WORK/key.pem" \
     >"$log" 2>"$log.stderr" &
   SERVER_PID=$!
-  for _ in $(seq 300); do
-    grep -q '^listening on https://' "$log" && break
-    sleep 0.1
-  done
-  SERVER_PORT=$(sed -n 's|^listening on https://.*:\([0-9]*\)$|\1|p' "$log")
-  [ -n "$SERVER_PORT" ] || { echo "$0: $contender did not start; see $log.stderr" >&2; exit 1; }
-}
-
-stop_server() {
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 300); do
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
+  wait_listening "$log" 30
 }
 
 # Sends $1 requests to URL $2 with h2load options $3; fails unless all succeed.
@@ -129,7 +104,7 @@ for contender in $CONTENDERS; do
     # Kept for callgrind_annotate: the large batch's dump, named after what it measured.
     mv "$(ls "$WORK/callgrind.out".* | sort -t. -k3,3n | tail -1)" \
       "$WORK/$contender-$scenario.callgrind"
-    stop_server
+    stop_server "$SERVER_PID"
     per_request=$(((large - small) / (LARGE_BATCH - SMALL_BATCH)))
     per_connection=$(((small - SMALL_BATCH * per_request) / connections))
     printf '%s\t%s\t%s\t%s\n' "$scenario" "$contender" "$per_request" "$per_connection" \
