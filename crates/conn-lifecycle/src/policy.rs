@@ -132,7 +132,9 @@ impl PolicyBuilder {
     /// grace period, since no request has started.
     ///
     /// It does not apply to HTTP/2, where frames come and go between requests (see
-    /// [`Connection::set_http2`]), nor to a connection upgraded to another protocol.
+    /// [`Connection::set_http2`]), nor to a connection upgraded to another protocol. So an
+    /// HTTP/2 client that trickles the frames of a request's headers is ended by neither
+    /// this nor the idle timeout; [`max_age`](Self::max_age) bounds it.
     /// Zero closes a connection whose request head did not come whole in one read.
     ///
     /// [`Connection::set_http2`]: crate::Connection::set_http2
