@@ -175,8 +175,8 @@ async fn serve_http<S: App>(
 
     // Serving -> Closing: hyper ended by itself, or a trigger fired. A stop fires the
     // trigger too (it starts the lifecycle's shutdown), so this select polls two futures at
-    // every wake of the task rather than three. hyper first: a request head that begins
-    // during its poll sets the trigger's header read deadline in the same wake.
+    // every wake of the task rather than three. hyper first: the trigger then dates, in
+    // the same wake, the activity and the request head that hyper's reads recorded.
     let reason = tokio::select! {
         biased;
         result = http.as_mut() => return ended_by_itself(result),

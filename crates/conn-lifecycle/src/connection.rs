@@ -65,7 +65,8 @@ pub(crate) struct Shared {
     /// Milliseconds from `opened` to the last byte read or written, or [`ACTIVE_NOW`].
     last_activity_ms: AtomicU64,
     /// One more than the milliseconds from `opened` to the first byte of the request head
-    /// being read now; zero while none is (see `Shared::bytes_read`).
+    /// being read now, or [`HEAD_PENDING`] until that is dated; zero while no head is being
+    /// read (see `Shared::bytes_read`).
     head_started_ms: AtomicU64,
     /// Whether the header read timeout applies: the policy sets one, and the connection
     /// reads HTTP/1 request heads (it is not HTTP/2, nor upgraded).
