@@ -22,7 +22,7 @@ pub(crate) const CLOSE_NOTIFY: Duration = Duration::from_secs(1);
 pub(crate) const PEER_WAIT: Duration = Duration::from_secs(1);
 /// The server's own slack past grace + close_notify timeout at shutdown.
 pub(crate) const SHUTDOWN_SLACK: Duration = Duration::from_millis(250);
-/// The TLS handshake timeout of the handshake-stall test (`--handshake-timeout 3s`).
+/// The TLS handshake timeout in [`SHORT`].
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The header read timeout of the slow-headers test (`--header-read-timeout 3s`).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
@@ -32,6 +32,8 @@ pub(crate) const MARGIN: Duration = Duration::from_secs(3);
 
 /// The policy flags of most tests: short timeouts, so that the suite stays fast.
 pub(crate) const SHORT: &[&str] = &[
+    "--handshake-timeout",
+    "3s",
     "--idle-timeout",
     "1s",
     "--grace",

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use conn_lifecycle::{CloseReason, Lifecycle, Policy};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{advance, timeout, Instant};
 
 fn lifecycle(policy: Policy) -> Lifecycle {
@@ -342,9 +342,7 @@ async fn header_read_timeout_counts_from_the_first_byte_of_a_head() {
     tokio::pin!(trigger);
     assert!(timeout(SECOND * 2, &mut trigger).await.is_err());
 
-    client.write_all(b"GET / HTT").await.unwrap();
-    let mut buf = [0; 64];
-    assert!(io.read(&mut buf).await.unwrap() > 0);
+    deliver(&mut client, &mut io, b"GET / HTT").await;
     let head_began = Instant::now();
 
     assert_eq!(trigger.await, CloseReason::HeaderReadTimeout);
@@ -362,9 +360,7 @@ async fn header_read_timeout_stops_when_the_request_starts() {
     let conn = lifecycle.connection();
     let (mut client, server) = tokio::io::duplex(64);
     let (mut io, _returned) = conn.wrap_io(server);
-    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-    let mut buf = [0; 64];
-    assert!(io.read(&mut buf).await.unwrap() > 0);
+    deliver(&mut client, &mut io, b"GET / HTTP/1.1\r\n\r\n").await;
 
     let mut service = tower::ServiceBuilder::new().layer(conn.layer()).service_fn(
         |_req: http::Request<()>| async {
@@ -393,9 +389,7 @@ async fn header_read_timeout_does_not_apply_to_http2() {
     conn.set_http2();
     let (mut client, server) = tokio::io::duplex(64);
     let (mut io, _returned) = conn.wrap_io(server);
-    client.write_all(b"PRI * HTTP/2.0").await.unwrap();
-    let mut buf = [0; 64];
-    assert!(io.read(&mut buf).await.unwrap() > 0);
+    deliver(&mut client, &mut io, b"PRI * HTTP/2.0").await;
 
     assert!(timeout(SECOND * 10, conn.close_trigger()).await.is_err());
 }
@@ -444,10 +438,20 @@ async fn a_read_resets_the_idle_timer_from_its_moment() {
     let trigger = conn.close_trigger();
     tokio::pin!(trigger);
     assert!(timeout(SECOND * 4, &mut trigger).await.is_err());
-    client.write_all(b"x").await.unwrap();
-    let mut buf = [0; 1];
-    io.read_exact(&mut buf).await.unwrap();
+    deliver(&mut client, &mut io, b"x").await;
 
     assert_eq!(trigger.await, CloseReason::Idle);
     assert_eq!(start.elapsed(), SECOND * 9);
+}
+
+/// Sends `bytes` from the client and reads them through the IO wrapper, as an HTTP layer
+/// would.
+async fn deliver(
+    client: &mut (impl AsyncWrite + Unpin),
+    io: &mut (impl AsyncRead + Unpin),
+    bytes: &[u8],
+) {
+    client.write_all(bytes).await.unwrap();
+    let mut buf = vec![0; bytes.len()];
+    io.read_exact(&mut buf).await.unwrap();
 }
